@@ -1,0 +1,231 @@
+"""Batched, KV-cached text generation with the model's chat template.
+
+    engine = GenerationEngine(model, tokenizer)
+    replies = engine.generate(["What is the capital of France?"], SamplingParams(temperature=0))
+    for partial in engine.stream([{"role": "user", "content": "Hi"}], SamplingParams()):
+        print(partial)
+
+Prompts are a user message (str) or a list of chat messages. Batches are left-padded (so every
+row's next token sits at the same position) and sorted by length to waste little compute on
+padding; generation stops at the end of the assistant's turn. One engine runs one generation
+at a time: on a small machine two concurrent ones only slow each other down.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+Message = dict
+Prompt = str | Sequence[Message]
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+@dataclass
+class SamplingParams:
+    """How to sample a reply; temperature 0 means greedy decoding."""
+
+    temperature: float = field(default=0.7, metadata={"help": "softmax temperature; 0 = greedy"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass (1 = off)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "longest reply, in tokens"})
+    seed: int | None = field(default=None, metadata={"help": "random seed for repeatable sampling"})
+    repetition_penalty: float = field(default=1.0, metadata={"help": ">1 discourages repeats"})
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    """One reply and what it cost."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    finished: bool  # True when the model ended its turn, False when max_new_tokens cut it
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn for this tokenizer."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    for token in END_OF_TURN_TOKENS:
+        if token in vocab:
+            ids.add(int(vocab[token]))
+    return sorted(ids)
+
+
+class _StopOnEvent:
+    """A stopping criterion that ends generation when the consumer goes away."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class GenerationEngine:
+    """Generates replies from one loaded causal LM and its tokenizer."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 16) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.stop_ids = end_of_turn_ids(tokenizer)
+        self._lock = threading.Lock()
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; load it with rlhf.loading.load_tokenizer")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- prompt formatting -------------------------------------------------------------------
+    def format(self, prompt: Prompt, system: str | None = None) -> str:
+        """The text the model sees: the chat template applied, ending where the reply starts."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+        if system and not any(m.get("role") == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": system})
+        for m in messages:
+            m["content"] = _text_content(m.get("content"))
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # A base model without a template: plain transcript, the reply starts after "Assistant:".
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n\n".join(lines) + "\n\nAssistant:"
+
+    def _encode(self, texts: list[str]) -> dict:
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not has_template)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _generation_config(self, params: SamplingParams, max_new_tokens: int | None = None):
+        cfg = copy.deepcopy(self.model.generation_config)
+        cfg.max_new_tokens = max_new_tokens or params.max_new_tokens
+        cfg.eos_token_id = self.stop_ids
+        cfg.pad_token_id = self.tokenizer.pad_token_id
+        cfg.use_cache = True
+        cfg.repetition_penalty = params.repetition_penalty
+        if params.greedy:
+            cfg.do_sample = False
+            cfg.temperature, cfg.top_p, cfg.top_k = None, None, None
+        else:
+            cfg.do_sample = True
+            cfg.temperature, cfg.top_p, cfg.top_k = params.temperature, params.top_p, None
+        return cfg
+
+    # -- batched generation ------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | None = None,
+        batch_size: int | None = None,
+        system: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Generation]:
+        """One reply per prompt, in the prompts' order; ``progress(done, total)`` after each batch."""
+        params = params or SamplingParams()
+        size = batch_size or self.batch_size
+        texts = [self.format(p, system) for p in prompts]
+        special = not getattr(self.tokenizer, "chat_template", None)
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=special)["input_ids"]]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        results: list[Generation | None] = [None] * len(texts)
+        cfg = self._generation_config(params)
+        with self._lock:
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            for start in range(0, len(order), size):
+                idx = order[start : start + size]
+                batch = self._encode([texts[i] for i in idx])
+                out = self.model.generate(**batch, generation_config=cfg)
+                new = out[:, batch["input_ids"].shape[1] :].tolist()
+                for row, i in enumerate(idx):
+                    results[i] = self._decode(new[row], lengths[i])
+                if progress:
+                    progress(min(start + size, len(order)), len(order))
+        return results  # type: ignore[return-value]
+
+    def _decode(self, tokens: list[int], prompt_tokens: int) -> Generation:
+        finished = False
+        for pos, tok in enumerate(tokens):
+            if tok in self.stop_ids:
+                tokens, finished = tokens[:pos], True
+                break
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return Generation(text=text, prompt_tokens=prompt_tokens, new_tokens=len(tokens) + finished, finished=finished)
+
+    # -- streaming ---------------------------------------------------------------------------
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None, system: str | None = None) -> Iterator[str]:
+        """Yield the reply so far after each new piece of text; stops early if the caller stops."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        params = params or SamplingParams()
+        batch = self._encode([self.format(prompt, system)])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        cancelled = threading.Event()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    self.model.generate(
+                        **batch,
+                        generation_config=self._generation_config(params),
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_StopOnEvent(cancelled)]),
+                    )
+            except BaseException as exc:  # surfaced to the consumer below
+                failure.append(exc)
+                streamer.end()
+
+        with self._lock:
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            text = ""
+            try:
+                for piece in streamer:
+                    text += piece
+                    yield text.strip()
+            finally:
+                cancelled.set()
+                thread.join()
+        if failure:
+            raise failure[0]
+
+
+def _text_content(content) -> str:
+    """Message content as text: chat UIs may send a list of parts ({"type": "text", ...})."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    if isinstance(content, list | tuple):
+        return "".join(_text_content(part) for part in content)
+    return str(content)
