@@ -1,0 +1,214 @@
+"""The one object that owns the studio's DuckDB file.
+
+DuckDB lets one process write a file, and a second process cannot open it while the first
+holds it. The running studio is therefore the single writer: it holds one ``Store``, and every
+public write is one transaction, serialised by a lock so Gradio's worker threads can share it.
+A second process that finds the file held gets :class:`StoreLocked` with what to do.
+
+    store = Store("studio.duckdb")
+    pid = store.create_project("demo", guidelines="Prefer helpful, honest replies.", k=2)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from annotations.schema import LATEST_VERSION, MIGRATIONS
+
+
+class StoreError(Exception):
+    """Something a user asked of the store cannot be done; the message says why."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the database file."""
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    guidelines: str
+    k: int
+    min_submitted: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """A prompt as it goes into the store: plain text or a conversation."""
+
+    text: str
+    messages: list[dict] | None = None
+    source: str = ""
+    category: str = ""
+    metadata: dict | None = None
+
+
+def _locked_message(path: Path, exc: Exception) -> str:
+    pid = re.search(r"PID (\d+)", str(exc))
+    holder = f"process {pid.group(1)}" if pid else "another process"
+    return (
+        f"the database {path} is in use by {holder} (probably a running studio). DuckDB lets only one "
+        "process open the file: stop that process, or make the change from the studio's screens, "
+        "or point this command at another file with --db"
+    )
+
+
+class Store:
+    """Thread-safe access to one DuckDB file; creates or upgrades it on open."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        if read_only and not self.path.exists():
+            raise StoreError(f"the database {self.path} does not exist")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLocked(_locked_message(self.path, exc)) from exc
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        if not read_only:
+            self._migrate()
+
+    # -- connection and transactions --------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One serialised transaction: all of it lands, or none of it."""
+        with self._lock:
+            cur = self._con.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def query(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+        """Read rows (serialised with the writes, so a reader never sees half a write)."""
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                return cur.execute(sql, params or []).fetchall()
+            finally:
+                cur.close()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            exists = self._con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+            ).fetchone()[0]
+            if not exists:
+                return 0
+            row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        current = self.schema_version()
+        if current > LATEST_VERSION:
+            raise StoreError(
+                f"the database {self.path} has schema version {current}, newer than this studio knows "
+                f"({LATEST_VERSION}); upgrade RLHF Studio"
+            )
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            with self.transaction() as cur:
+                for statement in migration.statements:
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(migration.version)]
+                )
+
+    # -- projects ----------------------------------------------------------------------------
+    def create_project(
+        self, name: str, guidelines: str = "", k: int = 2, min_submitted: int = 1, mode: str | None = None
+    ) -> int:
+        """Create a project; returns its id. Pairwise mode needs k = 2."""
+        name = name.strip()
+        if not name:
+            raise StoreError("a project needs a name")
+        if k < 2:
+            raise StoreError(f"a project needs at least 2 replies per prompt to rank, got k={k}")
+        if min_submitted < 1:
+            raise StoreError(f"min_submitted must be at least 1, got {min_submitted}")
+        mode = mode or ("pairwise" if k == 2 else "ranking")
+        if mode not in ("ranking", "pairwise"):
+            raise StoreError(f"mode must be 'ranking' or 'pairwise', got {mode!r}")
+        if mode == "pairwise" and k != 2:
+            raise StoreError(f"pairwise mode compares exactly 2 replies; this project has k={k}")
+        with self.transaction() as cur:
+            if cur.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
+                raise StoreError(f"a project called {name!r} already exists; choose another name")
+            return cur.execute(
+                "INSERT INTO projects (name, guidelines, k, min_submitted, mode) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                [name, guidelines, k, min_submitted, mode],
+            ).fetchone()[0]
+
+    def projects(self) -> list[Project]:
+        rows = self.query("SELECT id, name, guidelines, k, min_submitted, mode FROM projects ORDER BY id")
+        return [Project(*row) for row in rows]
+
+    def project(self, name_or_id: str | int) -> Project:
+        column = "id" if isinstance(name_or_id, int) else "name"
+        rows = self.query(
+            f"SELECT id, name, guidelines, k, min_submitted, mode FROM projects WHERE {column} = ?", [name_or_id]
+        )
+        if not rows:
+            known = ", ".join(p.name for p in self.projects()) or "none yet"
+            raise StoreError(f"no project {name_or_id!r}; projects: {known}")
+        return Project(*rows[0])
+
+    # -- prompts -----------------------------------------------------------------------------
+    def add_prompts(self, project_id: int, records: Sequence[PromptRecord]) -> list[int]:
+        """Insert prompts in one transaction; returns their ids in order."""
+        for n, rec in enumerate(records, 1):
+            if not rec.text.strip():
+                raise StoreError(f"prompt {n} is empty")
+        with self.transaction() as cur:
+            if not cur.execute("SELECT 1 FROM projects WHERE id = ?", [project_id]).fetchone():
+                raise StoreError(f"no project with id {project_id}")
+            ids = []
+            for rec in records:
+                ids.append(
+                    cur.execute(
+                        "INSERT INTO prompts (project_id, text, messages, source, category, metadata) "
+                        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                        [
+                            project_id,
+                            rec.text,
+                            json.dumps(rec.messages) if rec.messages else None,
+                            rec.source,
+                            rec.category,
+                            json.dumps(rec.metadata) if rec.metadata else None,
+                        ],
+                    ).fetchone()[0]
+                )
+            return ids
+
+    def count_prompts(self, project_id: int) -> int:
+        return self.query("SELECT count(*) FROM prompts WHERE project_id = ?", [project_id])[0][0]

@@ -1,0 +1,149 @@
+"""The demo chat: talk to any registered causal LM, replies streamed token by token.
+
+Run alone: ``python -m studio.chat [--db studio.duckdb]``. The handlers below are plain
+functions (tested without a browser); ``build`` wires them to the screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from rlhf.generation import SamplingParams
+from rlhf.modelfiles import ModelError
+from rlhf.registry import DEFAULT_CHAT_MODEL
+from studio.context import StudioContext
+
+History = list[dict]
+# Empty: the model's chat template supplies its own default system prompt.
+DEFAULT_SYSTEM = ""
+# Greedy by default: a 135M model's first-token distribution is often flat (for "What is the
+# capital of France?" SmolLM2 gives "The" 0.15 vs "L" 0.14), so sampling wanders off.
+DEFAULT_TEMPERATURE = 0.0
+
+
+def add_user_message(message: str, history: History | None) -> tuple[str, History]:
+    """Append the user's message; the box is cleared. Empty messages are refused."""
+    if not message or not message.strip():
+        raise gr.Error("Type a message first.")
+    return "", [*(history or []), {"role": "user", "content": message.strip()}]
+
+
+def sampling_from_controls(temperature: float, top_p: float, max_new_tokens: float, seed: float | None) -> SamplingParams:
+    try:
+        return SamplingParams(
+            temperature=float(temperature),
+            top_p=float(top_p),
+            max_new_tokens=int(max_new_tokens),
+            seed=None if seed in (None, "", -1) else int(seed),
+        )
+    except ValueError as exc:
+        raise gr.Error(f"Invalid sampling setting: {exc}") from exc
+
+
+def stream_reply(
+    ctx: StudioContext,
+    history: History,
+    model: str,
+    system: str,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: float,
+    seed: float | None,
+) -> Iterator[History]:
+    """Stream the assistant's answer to the conversation's last user message."""
+    if not history or history[-1]["role"] != "user":
+        return
+    params = sampling_from_controls(temperature, top_p, max_new_tokens, seed)
+    try:
+        engine = ctx.engines.get(model or DEFAULT_CHAT_MODEL)
+    except ModelError as exc:
+        raise gr.Error(str(exc)) from exc
+    conversation = [{"role": m["role"], "content": m["content"]} for m in history]
+    reply = {"role": "assistant", "content": ""}
+    shown = [*history, reply]
+    for text in engine.stream(conversation, params, system=system.strip() or None):
+        reply["content"] = text
+        yield shown
+    yield shown
+
+
+def drop_last_reply(history: History | None) -> History:
+    """For regenerate: remove the last assistant turn so it can be answered again."""
+    history = list(history or [])
+    while history and history[-1]["role"] == "assistant":
+        history.pop()
+    if not history:
+        raise gr.Error("Nothing to regenerate yet.")
+    return history
+
+
+def model_choices(ctx: StudioContext) -> list[str]:
+    return ctx.registry.names("causal-lm")
+
+
+def model_info(ctx: StudioContext, name: str) -> str:
+    try:
+        entry = ctx.registry.get(name)
+    except ModelError as exc:
+        return f"⚠️ {exc}"
+    params = f"{entry.params / 1e6:.0f}M parameters" if entry.params else "size unknown"
+    info = f"**{entry.name}** · {params} · licence `{entry.licence}`"
+    if entry.lineage:
+        info += " · from " + ", ".join(f"{k} `{v}`" for k, v in entry.lineage.items())
+    if entry.commercial_use_warning:
+        info += f"\n\n⚠️ {entry.commercial_use_warning}"
+    return info
+
+
+def build(ctx: StudioContext) -> gr.Blocks:
+    with gr.Blocks(title="Chat") as screen:
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(
+                    label="Conversation",
+                    height=480,
+                    placeholder="Ask the model anything. Replies stream as they are written.",
+                    buttons=["copy"],
+                    feedback_options=None,
+                )
+                message = gr.Textbox(placeholder="Message (Enter to send, Shift+Enter for a new line)", show_label=False, lines=1, max_lines=8, autofocus=True, elem_id="chat-input")
+                with gr.Row():
+                    send = gr.Button("Send", variant="primary", elem_id="chat-send")
+                    stop = gr.Button("Stop", elem_id="chat-stop")
+                    regenerate = gr.Button("Regenerate", elem_id="chat-regenerate")
+                    clear = gr.Button("Clear", elem_id="chat-clear")
+            with gr.Column(scale=1, min_width=260):
+                model = gr.Dropdown(choices=model_choices(ctx), value=DEFAULT_CHAT_MODEL, label="Model", elem_id="chat-model")
+                info = gr.Markdown(model_info(ctx, DEFAULT_CHAT_MODEL))
+                system = gr.Textbox(value=DEFAULT_SYSTEM, label="System prompt", lines=3, placeholder="Empty = the model's default system prompt")
+                with gr.Accordion("Sampling", open=True):
+                    temperature = gr.Slider(0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature (0 = greedy; raise it for variety)")
+                    top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
+                    max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens")
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+
+        settings = [model, system, temperature, top_p, max_new, seed]
+
+        def respond(history, *controls):
+            yield from stream_reply(ctx, history, *controls)
+
+        submitted = message.submit(add_user_message, [message, chatbot], [message, chatbot], queue=False).then(
+            respond, [chatbot, *settings], chatbot
+        )
+        clicked = send.click(add_user_message, [message, chatbot], [message, chatbot], queue=False).then(
+            respond, [chatbot, *settings], chatbot
+        )
+        redo = regenerate.click(drop_last_reply, chatbot, chatbot, queue=False).then(respond, [chatbot, *settings], chatbot)
+        stop.click(None, cancels=[submitted, clicked, redo])
+        clear.click(lambda: [], None, chatbot, queue=False)
+        model.change(lambda name: model_info(ctx, name), model, info, queue=False)
+        screen.load(lambda: gr.Dropdown(choices=model_choices(ctx)), None, model, queue=False)
+    return screen
+
+
+if __name__ == "__main__":
+    from studio.app import standalone
+
+    standalone(build)
