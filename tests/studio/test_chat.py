@@ -1,0 +1,82 @@
+"""The demo chat's handlers, called as plain functions (no browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from studio import chat
+from studio.app import build_app
+from studio.context import StudioContext
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, studio_home: Path, tiny_lm_dir: Path):
+    context = StudioContext.open(tmp_path / "s.duckdb", device="cpu")
+    context.registry.add(tiny_lm_dir, name="tiny")
+    yield context
+    context.close()
+
+
+def _reply(ctx: StudioContext, history, model: str = "tiny", temperature: float = 0, seed=-1) -> list[list[dict]]:
+    return list(chat.stream_reply(ctx, history, model, "", temperature, 0.95, 8, seed))
+
+
+def test_user_message_is_appended_and_box_cleared() -> None:
+    box, history = chat.add_user_message("  Hello  ", [])
+    assert box == "" and history == [{"role": "user", "content": "Hello"}]
+    with pytest.raises(gr.Error, match="Type a message"):
+        chat.add_user_message("   ", history)
+
+
+def test_reply_streams_into_the_history(ctx: StudioContext) -> None:
+    history = [{"role": "user", "content": "What is the capital of France?"}]
+    frames = _reply(ctx, history)
+    assert len(frames) >= 2
+    final = frames[-1]
+    assert final[:-1] == history and final[-1]["role"] == "assistant" and final[-1]["content"]
+    engine = ctx.engines.get("tiny")
+    assert final[-1]["content"] == engine.generate([history[0]["content"]], chat.sampling_from_controls(0, 0.95, 8, -1))[0].text
+
+
+def test_multi_turn_and_content_parts(ctx: StudioContext) -> None:
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "and now?"},
+    ]
+    assert _reply(ctx, history)[-1][-1]["role"] == "assistant"
+
+
+def test_regenerate_drops_the_last_reply(ctx: StudioContext) -> None:
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "old"}]
+    assert chat.drop_last_reply(history) == history[:1]
+    with pytest.raises(gr.Error, match="Nothing to regenerate"):
+        chat.drop_last_reply([])
+
+
+def test_seeded_sampling_in_chat_is_repeatable(ctx: StudioContext) -> None:
+    history = [{"role": "user", "content": "hi"}]
+    assert _reply(ctx, history, temperature=1.0, seed=3)[-1] == _reply(ctx, history, temperature=1.0, seed=3)[-1]
+
+
+def test_unknown_model_and_bad_settings_are_clear_errors(ctx: StudioContext) -> None:
+    history = [{"role": "user", "content": "hi"}]
+    with pytest.raises(gr.Error, match="unknown model 'ghost'"):
+        _reply(ctx, history, model="ghost")
+    with pytest.raises(gr.Error, match="Invalid sampling setting"):
+        list(chat.stream_reply(ctx, history, "tiny", "", -1, 0.9, 8, -1))
+
+
+def test_model_list_and_info(ctx: StudioContext) -> None:
+    assert chat.model_choices(ctx) == ["smollm2-135m-instruct", "tiny"]
+    assert "licence `apache-2.0`" in chat.model_info(ctx, "tiny")
+    assert "unknown model" in chat.model_info(ctx, "ghost")
+
+
+def test_the_app_builds_with_a_chat_tab(ctx: StudioContext) -> None:
+    app = build_app(ctx)
+    labels = [getattr(block, "label", None) for block in app.blocks.values()]
+    assert "Chat" in labels and "Conversation" in labels
