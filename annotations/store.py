@@ -119,9 +119,7 @@ class Store:
 
     def schema_version(self) -> int:
         with self._lock:
-            exists = self._con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-            ).fetchone()[0]
+            exists = self._con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]
             if not exists:
                 return 0
             row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -140,14 +138,10 @@ class Store:
             with self.transaction() as cur:
                 for statement in migration.statements:
                     cur.execute(statement)
-                cur.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(migration.version)]
-                )
+                cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(migration.version)])
 
     # -- projects ----------------------------------------------------------------------------
-    def create_project(
-        self, name: str, guidelines: str = "", k: int = 2, min_submitted: int = 1, mode: str | None = None
-    ) -> int:
+    def create_project(self, name: str, guidelines: str = "", k: int = 2, min_submitted: int = 1, mode: str | None = None) -> int:
         """Create a project; returns its id. Pairwise mode needs k = 2."""
         name = name.strip()
         if not name:
@@ -175,9 +169,7 @@ class Store:
 
     def project(self, name_or_id: str | int) -> Project:
         column = "id" if isinstance(name_or_id, int) else "name"
-        rows = self.query(
-            f"SELECT id, name, guidelines, k, min_submitted, mode FROM projects WHERE {column} = ?", [name_or_id]
-        )
+        rows = self.query(f"SELECT id, name, guidelines, k, min_submitted, mode FROM projects WHERE {column} = ?", [name_or_id])
         if not rows:
             known = ", ".join(p.name for p in self.projects()) or "none yet"
             raise StoreError(f"no project {name_or_id!r}; projects: {known}")

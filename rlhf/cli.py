@@ -135,7 +135,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "'prompt', 'messages' or 'instruction' (+ 'input'/'context'), or .txt with one prompt per line. "
         "Output: JSONL with prompt, reply, finished, new_tokens and the agent (model + sampling settings).",
     )
-    p.add_argument("--model", default="smollm2-135m-instruct", metavar="NAME", help="registered model name or local folder (default: %(default)s)")
+    p.add_argument(
+        "--model", default="smollm2-135m-instruct", metavar="NAME", help="registered model name or local folder (default: %(default)s)"
+    )
     p.add_argument("--prompts", required=True, metavar="FILE", help="the prompts file")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the replies (JSONL)")
     p.add_argument("--system", metavar="TEXT", help="system prompt for every conversation")

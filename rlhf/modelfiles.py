@@ -118,7 +118,9 @@ def inspect_folder(folder: Path) -> FolderInfo:
     st_files = sorted(folder.glob("*.safetensors"))
     bin_files = sorted(folder.glob("pytorch_model*.bin"))
     if not st_files and not bin_files:
-        raise ModelError(f"{folder} has a config.json but no weights (*.safetensors or pytorch_model*.bin); the download or save is incomplete")
+        raise ModelError(
+            f"{folder} has a config.json but no weights (*.safetensors or pytorch_model*.bin); the download or save is incomplete"
+        )
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ModelError(f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer into the same folder")
     params = sum(_safetensors_params(f) for f in st_files) if st_files else None

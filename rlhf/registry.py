@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rlhf.gguf import convert_gguf, is_converted
@@ -176,7 +176,10 @@ class ModelRegistry:
         else:
             folder = Path(entry.path)
         if not folder.is_dir():
-            raise ModelError(f"model {entry.name!r} points at {folder}, which no longer exists; restore the folder or remove the entry with `rlhf-studio models remove {entry.name}`")
+            raise ModelError(
+                f"model {entry.name!r} points at {folder}, which no longer exists; restore the folder "
+                f"or remove the entry with `rlhf-studio models remove {entry.name}`"
+            )
         try:
             inspect_folder(folder)
         except ModelError as exc:
@@ -222,7 +225,7 @@ class ModelRegistry:
             licence=info.licence,
             params=info.params,
             lineage=dict(lineage or {}),
-            added=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            added=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         with self._locked():
             entries = self._read_user()

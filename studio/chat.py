@@ -108,7 +108,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     buttons=["copy"],
                     feedback_options=None,
                 )
-                message = gr.Textbox(placeholder="Message (Enter to send, Shift+Enter for a new line)", show_label=False, lines=1, max_lines=8, autofocus=True, elem_id="chat-input")
+                message = gr.Textbox(
+                    placeholder="Message (Enter to send, Shift+Enter for a new line)",
+                    show_label=False,
+                    lines=1,
+                    max_lines=8,
+                    autofocus=True,
+                    elem_id="chat-input",
+                )
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="chat-send")
                     stop = gr.Button("Stop", elem_id="chat-stop")
@@ -117,9 +124,13 @@ def build(ctx: StudioContext) -> gr.Blocks:
             with gr.Column(scale=1, min_width=260):
                 model = gr.Dropdown(choices=model_choices(ctx), value=DEFAULT_CHAT_MODEL, label="Model", elem_id="chat-model")
                 info = gr.Markdown(model_info(ctx, DEFAULT_CHAT_MODEL))
-                system = gr.Textbox(value=DEFAULT_SYSTEM, label="System prompt", lines=3, placeholder="Empty = the model's default system prompt")
+                system = gr.Textbox(
+                    value=DEFAULT_SYSTEM, label="System prompt", lines=3, placeholder="Empty = the model's default system prompt"
+                )
                 with gr.Accordion("Sampling", open=True):
-                    temperature = gr.Slider(0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature (0 = greedy; raise it for variety)")
+                    temperature = gr.Slider(
+                        0, 2, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature (0 = greedy; raise it for variety)"
+                    )
                     top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
                     max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens")
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")

@@ -31,7 +31,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = db_path(args.db)
     with Store(path) as store:
         created = seed_demo(store) if not args.no_demo else False
-        print(f"database {path}: schema v{store.schema_version()}, " + ("demo project created" if created else "demo project already there"))
+        print(
+            f"database {path}: schema v{store.schema_version()}, " + ("demo project created" if created else "demo project already there")
+        )
     return 0
 
 
@@ -48,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "init",
         help="prepare the built-in models and the demo project",
-        description="Convert the built-in SmolLM2 once, check MiniLM, create or upgrade the database and seed the demo project. Safe to run again.",
+        description="Convert the built-in SmolLM2 once, check MiniLM, create or upgrade the database "
+        "and seed the demo project. Safe to run again.",
     )
     p.add_argument("--db", help="DuckDB file (default: $STUDIO_DB or ./studio.duckdb)")
     p.add_argument("--skip-models", action="store_true", help="do not prepare the built-in models")

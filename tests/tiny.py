@@ -1,7 +1,7 @@
 """Tiny random models with tokenizers trained here, for fast tests with no network.
 
-    folder = make_tiny_causal_lm(tmp_path / "tiny-lm")     # Llama, 2 layers, hidden 32, ChatML
-    folder = make_tiny_encoder(tmp_path / "tiny-enc")      # BERT, 2 layers, hidden 32
+folder = make_tiny_causal_lm(tmp_path / "tiny-lm")     # Llama, 2 layers, hidden 32, ChatML
+folder = make_tiny_encoder(tmp_path / "tiny-enc")      # BERT, 2 layers, hidden 32
 """
 
 from __future__ import annotations

@@ -76,12 +76,18 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
 def test_second_process_gets_a_clear_locked_error(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from annotations.store import Store
             s = Store({str(path)!r}); print("open", flush=True); sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "open"

@@ -29,7 +29,10 @@ def start_studio(db: Path, home: Path, log: Path) -> tuple[subprocess.Popen, str
     env = {**os.environ, "STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--db", str(db)],
-        cwd=db.parent, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        cwd=db.parent,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

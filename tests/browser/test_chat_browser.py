@@ -17,9 +17,7 @@ def test_chat_answers_the_capital_of_france(browser, studio: str, screenshot_dir
     box.press("Enter")
     bot = page.locator(".message-row .bot").last
     bot.wait_for(timeout=60_000)
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.bot')].some(e => e.innerText.includes('Paris'))", timeout=60_000
-    )
+    page.wait_for_function("() => [...document.querySelectorAll('.bot')].some(e => e.innerText.includes('Paris'))", timeout=60_000)
     page.screenshot(path=str(screenshot_dir / "chat.png"))
     assert "Paris" in bot.inner_text()
     assert box.input_value() == ""  # the box was cleared for the next message

@@ -43,7 +43,21 @@ def test_generate_writes_one_reply_per_prompt(studio_home: Path, tiny_lm_dir: Pa
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join(json.dumps({"id": i, "prompt": f"question {i}"}) for i in range(5)))
     out = tmp_path / "out" / "replies.jsonl"
-    argv = ["generate", "--model", str(tiny_lm_dir), "--prompts", str(prompts), "--out", str(out), "--temperature", "0", "--max-new-tokens", "4", "--batch-size", "2"]
+    argv = [
+        "generate",
+        "--model",
+        str(tiny_lm_dir),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "2",
+    ]
     assert main(argv) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == list(range(5))

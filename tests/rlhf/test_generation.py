@@ -119,7 +119,9 @@ def test_abandoned_stream_releases_the_engine(engine: GenerationEngine) -> None:
 
 
 def test_format_accepts_parts_and_system_prompt(engine: GenerationEngine) -> None:
-    text = engine.format([{"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": " world"}]}], system="Be brief.")
+    text = engine.format(
+        [{"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": " world"}]}], system="Be brief."
+    )
     assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhello world<|im_end|>\n<|im_start|>assistant\n"
 
 

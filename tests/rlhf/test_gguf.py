@@ -34,7 +34,9 @@ def test_converted_model_answers_sensibly(smollm2_dir: Path, session_home: Path)
 
     model, tokenizer = load_causal_lm(DEFAULT_CHAT_MODEL, ModelRegistry(session_home), device="cpu")
     assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
-    [reply] = GenerationEngine(model, tokenizer).generate(["What is the capital of France?"], SamplingParams(temperature=0, max_new_tokens=32))
+    [reply] = GenerationEngine(model, tokenizer).generate(
+        ["What is the capital of France?"], SamplingParams(temperature=0, max_new_tokens=32)
+    )
     assert "Paris" in reply.text and reply.finished and "<|im_end|>" not in reply.text
 
 

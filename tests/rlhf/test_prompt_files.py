@@ -58,7 +58,7 @@ def test_jsonl_errors_name_line_and_field(tmp_path: Path, content: str, message:
 
 def test_csv_error_names_the_file_line(tmp_path: Path) -> None:
     f = tmp_path / "p.csv"
-    f.write_text("prompt\nfine\n\"\"\n")
+    f.write_text('prompt\nfine\n""\n')
     with pytest.raises(PromptFileError, match=r"p\.csv:3: field 'prompt'"):
         read_prompt_records(f)
 
