@@ -51,7 +51,7 @@ case "${1:-}" in
     setup_python
     log "preparing the built-in models and the demo project"
     "$VENV/bin/rlhf-studio" init
-    log "starting the studio on http://127.0.0.1:7860 (Ctrl+C stops it)"
+    log "starting the studio (http://127.0.0.1:7860 unless --port says otherwise; Ctrl+C stops it)"
     exec "$VENV/bin/python" launch.py "$@"
     ;;
   test)
