@@ -46,6 +46,75 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX prompts_project ON prompts(project_id)",
         ),
     ),
+    Migration(
+        2,
+        "replies, annotators, rankings, snapshots, runs",
+        (
+            "CREATE SEQUENCE reply_id_seq START 1",
+            """CREATE TABLE replies (
+                id BIGINT PRIMARY KEY DEFAULT nextval('reply_id_seq'),
+                prompt_id BIGINT NOT NULL REFERENCES prompts(id),
+                text VARCHAR NOT NULL,
+                model VARCHAR NOT NULL DEFAULT '',
+                checkpoint VARCHAR NOT NULL DEFAULT '',
+                sampling JSON,
+                created TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE INDEX replies_prompt ON replies(prompt_id)",
+            "CREATE SEQUENCE annotator_id_seq START 1",
+            """CREATE TABLE annotators (
+                id BIGINT PRIMARY KEY DEFAULT nextval('annotator_id_seq'),
+                name VARCHAR NOT NULL UNIQUE,
+                role VARCHAR NOT NULL DEFAULT 'annotator' CHECK (role IN ('annotator', 'admin', 'import')),
+                password_hash VARCHAR,
+                active BOOLEAN NOT NULL DEFAULT true,
+                created TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE SEQUENCE ranking_id_seq START 1",
+            # One row per prompt and annotator. No unique index on (prompt_id, annotator_id):
+            # DuckDB checks unique indexes eagerly inside a transaction, so a draft that turns
+            # into a submission would trip it; the store enforces the rule under its lock.
+            """CREATE TABLE rankings (
+                id BIGINT PRIMARY KEY DEFAULT nextval('ranking_id_seq'),
+                prompt_id BIGINT NOT NULL REFERENCES prompts(id),
+                annotator_id BIGINT NOT NULL REFERENCES annotators(id),
+                status VARCHAR NOT NULL CHECK (status IN ('draft', 'submitted', 'skipped')),
+                ranks JSON,  -- {"<reply id>": rank}; 1 is best, equal ranks are ties
+                rationale VARCHAR NOT NULL DEFAULT '',
+                skip_reason VARCHAR NOT NULL DEFAULT '',
+                both_bad BOOLEAN NOT NULL DEFAULT false,
+                seconds_spent DOUBLE,
+                idempotency_key VARCHAR,
+                created TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                updated TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                submitted TIMESTAMPTZ
+            )""",
+            "CREATE INDEX rankings_prompt ON rankings(prompt_id)",
+            "CREATE INDEX rankings_annotator ON rankings(annotator_id)",
+            "CREATE INDEX rankings_key ON rankings(idempotency_key)",
+            """CREATE TABLE snapshots (
+                id VARCHAR PRIMARY KEY,
+                created TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                filter JSON NOT NULL,
+                pair_strategy VARCHAR NOT NULL,
+                content_hash VARCHAR NOT NULL,
+                counts JSON NOT NULL,
+                folder VARCHAR NOT NULL
+            )""",
+            """CREATE TABLE runs (
+                id VARCHAR PRIMARY KEY,
+                kind VARCHAR NOT NULL,
+                config JSON NOT NULL,
+                status VARCHAR NOT NULL DEFAULT 'created',
+                parent_run VARCHAR,
+                snapshot_id VARCHAR,
+                checkpoint VARCHAR,
+                metrics JSON,
+                created TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                updated TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

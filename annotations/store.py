@@ -43,6 +43,42 @@ class Project:
 
 
 @dataclass(frozen=True)
+class ReplyRecord:
+    """A candidate reply and the agent that wrote it (model, checkpoint, sampling settings)."""
+
+    text: str
+    model: str = ""
+    checkpoint: str = ""
+    sampling: dict | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: int
+    project_id: int
+    text: str
+    messages: list[dict] | None
+    source: str
+    category: str
+    metadata: dict | None
+
+    @property
+    def conversation(self) -> list[dict]:
+        """The prompt as chat messages (a plain prompt is one user message)."""
+        return self.messages or [{"role": "user", "content": self.text}]
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: int
+    prompt_id: int
+    text: str
+    model: str
+    checkpoint: str
+    sampling: dict | None
+
+
+@dataclass(frozen=True)
 class PromptRecord:
     """A prompt as it goes into the store: plain text or a conversation."""
 
@@ -184,23 +220,78 @@ class Store:
         with self.transaction() as cur:
             if not cur.execute("SELECT 1 FROM projects WHERE id = ?", [project_id]).fetchone():
                 raise StoreError(f"no project with id {project_id}")
-            ids = []
-            for rec in records:
-                ids.append(
-                    cur.execute(
-                        "INSERT INTO prompts (project_id, text, messages, source, category, metadata) "
-                        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                        [
-                            project_id,
-                            rec.text,
-                            json.dumps(rec.messages) if rec.messages else None,
-                            rec.source,
-                            rec.category,
-                            json.dumps(rec.metadata) if rec.metadata else None,
-                        ],
-                    ).fetchone()[0]
-                )
-            return ids
+            return [insert_prompt(cur, project_id, rec) for rec in records]
 
     def count_prompts(self, project_id: int) -> int:
         return self.query("SELECT count(*) FROM prompts WHERE project_id = ?", [project_id])[0][0]
+
+    def prompt(self, prompt_id: int) -> Prompt:
+        rows = self.query("SELECT id, project_id, text, messages, source, category, metadata FROM prompts WHERE id = ?", [prompt_id])
+        if not rows:
+            raise StoreError(f"no prompt with id {prompt_id}")
+        return _prompt(rows[0])
+
+    def prompts(self, project_id: int, limit: int | None = None, offset: int = 0) -> list[Prompt]:
+        sql = "SELECT id, project_id, text, messages, source, category, metadata FROM prompts WHERE project_id = ? ORDER BY id"
+        params: list = [project_id]
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        return [_prompt(r) for r in self.query(sql, params)]
+
+    # -- replies -----------------------------------------------------------------------------
+    def add_replies(self, prompt_id: int, replies: Sequence[ReplyRecord]) -> list[int]:
+        """Insert candidate replies for one prompt in one transaction; returns their ids."""
+        for n, reply in enumerate(replies, 1):
+            if not reply.text.strip():
+                raise StoreError(f"reply {n} for prompt {prompt_id} is empty")
+        with self.transaction() as cur:
+            if not cur.execute("SELECT 1 FROM prompts WHERE id = ?", [prompt_id]).fetchone():
+                raise StoreError(f"no prompt with id {prompt_id}")
+            return [insert_reply(cur, prompt_id, r) for r in replies]
+
+    def replies(self, prompt_id: int) -> list[Reply]:
+        rows = self.query(
+            "SELECT id, prompt_id, text, model, checkpoint, sampling FROM replies WHERE prompt_id = ? ORDER BY id", [prompt_id]
+        )
+        return [Reply(*r[:5], json.loads(r[5]) if r[5] else None) for r in rows]
+
+    def prompts_needing_replies(self, project_id: int) -> list[tuple[int, int]]:
+        """(prompt id, replies still missing) for prompts with fewer than the project's k replies."""
+        k = self.project(project_id).k
+        rows = self.query(
+            "SELECT p.id, ? - count(r.id) FROM prompts p LEFT JOIN replies r ON r.prompt_id = p.id "
+            "WHERE p.project_id = ? GROUP BY p.id HAVING count(r.id) < ? ORDER BY p.id",
+            [k, project_id, k],
+        )
+        return [(int(a), int(b)) for a, b in rows]
+
+
+def insert_prompt(cur: duckdb.DuckDBPyConnection, project_id: int, rec: PromptRecord) -> int:
+    """Insert one prompt inside an open transaction (for the store and the importers)."""
+    return cur.execute(
+        "INSERT INTO prompts (project_id, text, messages, source, category, metadata) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        [
+            project_id,
+            rec.text,
+            json.dumps(rec.messages) if rec.messages else None,
+            rec.source,
+            rec.category,
+            json.dumps(rec.metadata) if rec.metadata else None,
+        ],
+    ).fetchone()[0]
+
+
+def insert_reply(cur: duckdb.DuckDBPyConnection, prompt_id: int, reply: ReplyRecord) -> int:
+    """Insert one reply inside an open transaction."""
+    return cur.execute(
+        "INSERT INTO replies (prompt_id, text, model, checkpoint, sampling) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        [prompt_id, reply.text, reply.model, reply.checkpoint, json.dumps(reply.sampling) if reply.sampling else None],
+    ).fetchone()[0]
+
+
+def _prompt(row: tuple) -> Prompt:
+    pid, project_id, text, messages, source, category, metadata = row
+    return Prompt(
+        pid, project_id, text, json.loads(messages) if messages else None, source, category, json.loads(metadata) if metadata else None
+    )
