@@ -1,7 +1,8 @@
 """Import prompts, replies and preferences from files into a project, all or nothing.
 
 Sources: JSONL, JSON (a list), CSV, parquet, or a folder saved by ``datasets``
-(``Dataset.save_to_disk``). Shapes, detected per record from its fields:
+(``Dataset.save_to_disk``). Shapes, detected from the first record's fields (or named), one
+shape per file:
 
 | shape | fields | what is stored |
 |---|---|---|
@@ -116,7 +117,8 @@ def _read_datasets_folder(folder: Path) -> list[tuple[str, dict]]:
 
 # -- shapes ------------------------------------------------------------------------------------
 def detect_shape(record: dict) -> str:
-    keys = {k for k, v in record.items() if v is not None and v != ""}
+    # A field counts when present, even empty, so an empty value is reported as such.
+    keys = {k for k, v in record.items() if v is not None and not (isinstance(v, float) and v != v)}
     if {"chosen", "rejected"} <= keys:
         return "preference" if "prompt" in keys else "hh-rlhf"
     if "instruction" in keys and ("response" in keys or "context" in keys):
@@ -248,6 +250,13 @@ def parse_file(path: Path, shape: str = "auto", skip_invalid: bool = False) -> t
     records = read_records(path)
     if not records:
         raise ImportFailed(f"{path.name} holds no records")
+    if shape == "auto":
+        # One shape per file, read off the first record: a preference file whose line 51
+        # lacks 'rejected' is an error there, not a plain prompt.
+        first = records[0][1]
+        if not isinstance(first, dict):
+            raise ImportFailed(f"{records[0][0]}: expected an object with named fields")
+        shape = detect_shape(first)
     items, shapes, skipped = [], {}, []
     for where, record in records:
         try:

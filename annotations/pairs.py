@@ -12,8 +12,12 @@ rank difference):
 
 Ties make no pair unless ``include_ties`` is set; then each tied pair is one record with
 margin 0, ordered by reply id. Across annotators, ``majority`` keeps one row per pair with the
-side most annotators chose (an even split is dropped, or kept as a tie with ``include_ties``)
-and records the share who agreed; ``per_annotator`` keeps one row per annotator's pair.
+side most annotators chose, a tie being a vote too (a split without a strict winner is dropped,
+or kept as a tie with ``include_ties``), and records the share who agreed;
+``per_annotator`` keeps one row per annotator's pair.
+
+Feed ``aggregate`` the judgements made with ties (``judgements(..., include_ties=True)``) so
+that an annotator who tied two replies counts against a majority for either side.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ def aggregate(items: list[Judgement], how: str = "majority", include_ties: bool 
         n = len(votes)
         if how == "per_annotator":
             for v in sorted(votes, key=lambda v: v.annotator):
+                if v.margin == 0 and not include_ties:
+                    continue
                 side = ties if v.margin == 0 else a_wins if v.chosen == a else b_wins
                 rows.append(PairRow(pid, v.chosen, v.rejected, float(v.margin), len(side) / n, n, v.annotator))
             continue

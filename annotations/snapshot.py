@@ -120,7 +120,9 @@ def create_snapshot(
     if not rankings:
         raise StoreError("no submitted rankings match this filter; nothing to snapshot")
 
-    rows = aggregate(judgements(rankings, strategy, include_ties), aggregate_by, include_ties)
+    # Ties are always votes (an annotator who tied two replies disagrees with both orders);
+    # include_ties only decides whether a tie becomes a margin-0 row.
+    rows = aggregate(judgements(rankings, strategy, include_ties=True), aggregate_by, include_ties)
     if not rows:
         raise StoreError("the matching rankings make no preference pairs (all ties or even splits); nothing to snapshot")
     prompt_ids = sorted({pid for pid, _, _ in rankings})
