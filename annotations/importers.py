@@ -263,7 +263,7 @@ def parse_file(path: Path, shape: str = "auto", skip_invalid: bool = False) -> t
             kind, item = parse_record(record, where, path.name, shape)
         except ImportFailed as exc:
             if not skip_invalid:
-                raise ImportFailed(f"{exc} (nothing was imported; fix the record, or skip invalid records)") from exc
+                raise ImportFailed(f"{exc} (nothing was imported; fix the record, or leave bad records out with --skip-invalid)") from exc
             skipped.append(str(exc))
             continue
         shapes[kind] = shapes.get(kind, 0) + 1

@@ -7,6 +7,7 @@ own: ``serve`` (start the studio) and ``init`` (prepare models and the demo proj
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from annotations.store import StoreError
 from rlhf.cli import add_commands, run
@@ -37,6 +38,69 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store(args: argparse.Namespace):
+    from annotations.store import Store
+
+    return Store(db_path(args.db))
+
+
+def cmd_projects_list(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        rows = [("NAME", "K", "MIN", "MODE", "PROMPTS")]
+        rows += [(p.name, str(p.k), str(p.min_submitted), p.mode, str(store.count_prompts(p.id))) for p in store.projects()]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_projects_create(args: argparse.Namespace) -> int:
+    guidelines = Path(args.guidelines).read_text() if args.guidelines else ""
+    with _open_store(args) as store:
+        store.create_project(args.name, guidelines=guidelines, k=args.k, min_submitted=args.min_submitted)
+    print(f"created project {args.name}: k={args.k}, min_submitted={args.min_submitted}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from annotations.importers import import_file
+
+    with _open_store(args) as store:
+        project = store.project(args.project)
+        report = import_file(store, project.id, Path(args.file), shape=args.shape, import_as=args.import_as, skip_invalid=args.skip_invalid)
+    shapes = ", ".join(f"{n} {k}" for k, n in report.shapes.items())
+    print(f"imported {report.prompts} prompts, {report.replies} replies, {report.rankings} rankings into {project.name} ({shapes})")
+    for reason in report.skipped:
+        print(f"skipped: {reason}")
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from annotations.snapshot import create_snapshot
+
+    path = db_path(args.db)
+    out = Path(args.out) if args.out else path.resolve().parent / "snapshots"
+    with _open_store(args) as store:
+        info = create_snapshot(
+            store,
+            out,
+            project=args.project,
+            strategy=args.strategy,
+            aggregate_by=args.aggregate,
+            include_ties=args.include_ties,
+            margin=args.margin,
+            since=args.since,
+            until=args.until,
+            annotators=args.annotator,
+        )
+    c = info.counts
+    state = "unchanged since" if info.reused else "new"
+    print(f"{state} snapshot {info.id}: {c['pairs']} pairs from {c['rankings']} rankings", end=" ")
+    print(f"of {c['prompts']} prompts by {c['annotators']} annotators")
+    print(f"folder: {info.folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlhf-studio",
@@ -57,6 +121,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-models", action="store_true", help="do not prepare the built-in models")
     p.add_argument("--no-demo", action="store_true", help="do not create the demo project")
     p.set_defaults(handler=cmd_init)
+    db_help = "DuckDB file (default: $STUDIO_DB or ./studio.duckdb); must not be held by a running studio"
+    projects = sub.add_parser("projects", help="list or create annotation projects", description="Annotation projects in the database.")
+    psub = projects.add_subparsers(dest="projects_command", required=True, metavar="ACTION")
+    p = psub.add_parser("list", help="show the projects", description="Show every project with its settings and prompt count.")
+    p.add_argument("--db", help=db_help)
+    p.set_defaults(handler=cmd_projects_list)
+    p = psub.add_parser("create", help="create a project", description="Create an annotation project.")
+    p.add_argument("name")
+    p.add_argument("--k", type=int, default=2, metavar="N", help="replies per prompt to rank (default: %(default)s; 2 = pairwise)")
+    p.add_argument("--min-submitted", type=int, default=1, metavar="N", help="rankings needed per prompt (default: %(default)s)")
+    p.add_argument("--guidelines", metavar="FILE", help="a Markdown file with the annotation guidelines")
+    p.add_argument("--db", help=db_help)
+    p.set_defaults(handler=cmd_projects_create)
+
+    p = sub.add_parser(
+        "import",
+        help="import prompts, replies or preferences from a file",
+        description="Import a JSONL, JSON, CSV or parquet file, or a saved datasets folder, into a project, in one "
+        "transaction. Shapes: plain prompts, dolly-15k, alpaca, TRL preference (plain or conversational), "
+        "HH-RLHF transcripts; detected from the first record unless --shape says. Any bad record stops the "
+        "import with its line and field, and nothing is written.",
+    )
+    p.add_argument("file", help="the file or datasets folder")
+    p.add_argument("--project", required=True, metavar="NAME", help="the project to import into")
+    p.add_argument("--shape", default="auto", choices=["auto", "prompt", "dolly", "alpaca", "preference", "hh-rlhf"])
+    p.add_argument("--import-as", default="import", metavar="NAME", help="annotator that owns imported preferences (default: %(default)s)")
+    p.add_argument("--skip-invalid", action="store_true", help="leave bad records out (each is listed) instead of stopping")
+    p.add_argument("--db", help=db_help)
+    p.set_defaults(handler=cmd_import)
+
+    p = sub.add_parser(
+        "snapshot",
+        help="freeze submitted rankings into TRL-format parquet",
+        description="Freeze submitted rankings into an immutable snapshot folder: preference.parquet "
+        "(prompt/chosen/rejected), preference_conversational.parquet and manifest.json. Strategies: "
+        "all_pairs (every two replies with different ranks), best_vs_rest (the best against each worse "
+        "reply), adjacent (each rank level against the next).",
+    )
+    p.add_argument("--project", metavar="NAME", help="only this project (default: all)")
+    p.add_argument("--strategy", default="all_pairs", choices=["all_pairs", "best_vs_rest", "adjacent"])
+    p.add_argument(
+        "--aggregate", default="majority", choices=["majority", "per_annotator"], help="combine annotators (default: %(default)s)"
+    )
+    p.add_argument("--include-ties", action="store_true", help="keep ties as margin-0 rows")
+    p.add_argument("--margin", action="store_true", help="add a margin column (rank difference)")
+    p.add_argument("--since", metavar="ISO-TIME", help="only rankings submitted at or after this time")
+    p.add_argument("--until", metavar="ISO-TIME", help="only rankings submitted before this time")
+    p.add_argument("--annotator", action="append", metavar="NAME", help="only these annotators (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="snapshots folder (default: snapshots/ beside the database)")
+    p.add_argument("--db", help=db_help)
+    p.set_defaults(handler=cmd_snapshot)
     add_commands(sub)
     return parser
 
