@@ -108,7 +108,7 @@ class GenerationEngine:
         if system and not any(m.get("role") == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": system})
         for m in messages:
-            m["content"] = _text_content(m.get("content"))
+            m["content"] = text_content(m.get("content"))
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         # A base model without a template: plain transcript, the reply starts after "Assistant:".
@@ -218,7 +218,7 @@ class GenerationEngine:
             raise failure[0]
 
 
-def _text_content(content) -> str:
+def text_content(content) -> str:
     """Message content as text: chat UIs may send a list of parts ({"type": "text", ...})."""
     if content is None:
         return ""
@@ -227,5 +227,5 @@ def _text_content(content) -> str:
     if isinstance(content, dict):
         return str(content.get("text", ""))
     if isinstance(content, list | tuple):
-        return "".join(_text_content(part) for part in content)
+        return "".join(text_content(part) for part in content)
     return str(content)

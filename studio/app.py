@@ -14,13 +14,18 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import chat
+from studio import admin, chat, ranking
+from studio.auth import current_user, ensure_admin, make_auth
 from studio.context import StudioContext
 
 TITLE = "RLHF Studio"
 CSS = """
 #studio-header h1 { margin-bottom: 0; }
 #studio-header p { color: var(--body-text-color-subdued); margin-top: 2px; }
+#studio-user { text-align: right; }
+.reply-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px; }
+.reply-card:focus, .reply-card:focus-within { outline: 3px solid var(--color-accent); outline-offset: 2px; }
+.hint { color: var(--body-text-color-subdued); font-size: 0.9em; }
 """
 
 
@@ -28,15 +33,36 @@ def theme() -> gr.themes.Base:
     return gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 
 
+def whoami(ctx: StudioContext, request: gr.Request | None) -> tuple[str, bool]:
+    """(header text, is admin) for the logged-in user."""
+    user = current_user(ctx.store, request)
+    return f"Logged in as **{user.name}** ({user.role}) · [Log out](/logout)", user.is_admin
+
+
 def build_app(ctx: StudioContext) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
-        gr.Markdown(
-            f"# {TITLE}\nPrompt, instruction-tune and align your own model on your own machine · database `{ctx.store.path}`",
-            elem_id="studio-header",
-        )
-        with gr.Tabs():
+        with gr.Row():
+            gr.Markdown(
+                f"# {TITLE}\nPrompt, instruction-tune and align your own model on your own machine · database `{ctx.store.path}`",
+                elem_id="studio-header",
+            )
+            user_md = gr.Markdown(elem_id="studio-user")
+        # Each screen is a Blocks built inside this one, so it renders in place.
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
-                chat.build(ctx)  # a Blocks built inside a Blocks renders in place
+                chat.build(ctx)
+            with gr.Tab("Rank", id="rank"):
+                ranking.build(ctx)
+            with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
+                admin.build(ctx)
+
+        def on_load(request: gr.Request):
+            text, is_admin = whoami(ctx, request)
+            # Annotators land on the ranking screen; the admin tab exists only for admins (and
+            # its handlers check the role again on the server).
+            return text, gr.Tab(visible=is_admin), gr.Tabs(selected="chat" if is_admin else "rank")
+
+        app.load(on_load, None, [user_md, admin_tab, tabs], api_name=False)
     return app
 
 
@@ -53,9 +79,18 @@ def db_path(arg: str | None) -> Path:
     return Path(arg or os.environ.get("STUDIO_DB") or "studio.duckdb")
 
 
-def launch(blocks: gr.Blocks, host: str, port: int, share: bool) -> None:
-    blocks.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, share=share, theme=theme(), css=CSS, footer_links=["api", "settings"]
+def launch(ctx: StudioContext, blocks: gr.Blocks, host: str, port: int, share: bool) -> None:
+    ensure_admin(ctx.store)
+    blocks.queue(default_concurrency_limit=8).launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        auth=make_auth(ctx.store),
+        auth_message="Log in with your RLHF Studio account.",
+        theme=theme(),
+        css=CSS,
+        head=ranking.KEYBOARD_JS,
+        footer_links=["api", "settings"],
     )
 
 
@@ -63,7 +98,7 @@ def serve(args: argparse.Namespace) -> int:
     """Open the store (this process becomes its single writer) and serve until stopped."""
     ctx = StudioContext.open(db_path(args.db))
     try:
-        launch(build_app(ctx), args.host, args.port, args.share)
+        launch(ctx, build_app(ctx), args.host, args.port, args.share)
     finally:
         ctx.close()
     return 0
@@ -76,6 +111,6 @@ def standalone(build: Callable[[StudioContext], gr.Blocks]) -> None:
     args = parser.parse_args()
     ctx = StudioContext.open(db_path(args.db))
     try:
-        launch(build(ctx), args.host, args.port, args.share)
+        launch(ctx, build(ctx), args.host, args.port, args.share)
     finally:
         ctx.close()

@@ -10,9 +10,12 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from rlhf.generation import SamplingParams
+from annotations.importers import prompt_from_messages
+from annotations.store import ReplyRecord, StoreError
+from rlhf.generation import SamplingParams, text_content
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
+from studio.auth import current_user
 from studio.context import StudioContext
 
 History = list[dict]
@@ -79,6 +82,49 @@ def drop_last_reply(history: History | None) -> History:
     return history
 
 
+def send_to_queue(
+    ctx: StudioContext,
+    history: History | None,
+    project: str | None,
+    model: str,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: float,
+    request: gr.Request | None,
+) -> str:
+    """Put the conversation's last question into a project's queue, with replies up to k.
+
+    The chat's own answer (if any) becomes the first candidate; the model writes the rest with
+    sampling (temperature at least 0.7, so the candidates differ).
+    """
+    current_user(ctx.store, request)
+    if not project:
+        raise gr.Error("Choose the project to send the prompt to.")
+    turns = [{"role": m["role"], "content": text_content(m["content"])} for m in (history or [])]
+    last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=None)
+    if last_user is None:
+        raise gr.Error("Ask something first: the last question of the chat is what goes to the queue.")
+    conversation = turns[: last_user + 1]
+    answer = next((m["content"] for m in turns[last_user + 1 :] if m["role"] == "assistant" and m["content"].strip()), None)
+    sampling = sampling_from_controls(max(float(temperature), 0.7), top_p, max_new_tokens, None)
+    try:
+        proj = ctx.store.project(project)
+        [prompt_id] = ctx.store.add_prompts(proj.id, [prompt_from_messages(conversation, source="chat")])
+        if answer:
+            checkpoint = str(ctx.registry.resolve(model))
+            ctx.store.add_replies(prompt_id, [ReplyRecord(answer, model=model, checkpoint=checkpoint, sampling={"from": "chat"})])
+    except (StoreError, ModelError) as exc:
+        raise gr.Error(str(exc)) from exc
+    have = 1 if answer else 0
+    if have >= proj.k:
+        return f"Sent to **{proj.name}** with its {proj.k} replies."
+    try:
+        job = ctx.jobs.start(proj.id, [model], sampling, prompt_ids=[prompt_id])
+    except (ValueError, ModelError) as exc:
+        return f"Sent to **{proj.name}**; replies were not generated now ({exc}). Use Admin > Candidates later."
+    return f"Sent to **{proj.name}**; generating {proj.k - have} more replies with {model} (job {job.id})."
+
+
 def model_choices(ctx: StudioContext) -> list[str]:
     return ctx.registry.names("causal-lm")
 
@@ -134,6 +180,12 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
                     max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens")
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                with gr.Accordion("Send to annotation queue", open=False):
+                    queue_project = gr.Dropdown(
+                        choices=[p.name for p in ctx.store.projects()], label="Project", elem_id="chat-queue-project"
+                    )
+                    queue_btn = gr.Button("Send the last question", elem_id="chat-queue-send")
+                    queue_status = gr.Markdown(elem_id="chat-queue-status")
 
         settings = [model, system, temperature, top_p, max_new, seed]
 
@@ -150,7 +202,16 @@ def build(ctx: StudioContext) -> gr.Blocks:
         stop.click(None, cancels=[submitted, clicked, redo])
         clear.click(lambda: [], None, chatbot, queue=False)
         model.change(lambda name: model_info(ctx, name), model, info, queue=False)
-        screen.load(lambda: gr.Dropdown(choices=model_choices(ctx)), None, model, queue=False)
+
+        def on_send(history, project, name, temp, top, max_tokens, request: gr.Request):
+            return send_to_queue(ctx, history, project, name, temp, top, max_tokens, request)
+
+        queue_btn.click(on_send, [chatbot, queue_project, model, temperature, top_p, max_new], queue_status, api_name="send_to_queue")
+
+        def refresh():
+            return gr.Dropdown(choices=model_choices(ctx)), gr.Dropdown(choices=[p.name for p in ctx.store.projects()])
+
+        screen.load(refresh, None, [model, queue_project], queue=False, api_name=False)
     return screen
 
 

@@ -29,8 +29,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not args.skip_models:
         for name in ("smollm2-135m-instruct", "minilm-l6"):
             print(f"model {name}: {registry.resolve(name)}")
+    from studio.auth import ensure_admin
+
     path = db_path(args.db)
     with Store(path) as store:
+        ensure_admin(store)
         created = seed_demo(store) if not args.no_demo else False
         print(
             f"database {path}: schema v{store.schema_version()}, " + ("demo project created" if created else "demo project already there")

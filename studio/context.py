@@ -12,6 +12,7 @@ from pathlib import Path
 from annotations.store import Store
 from rlhf.pool import EnginePool
 from rlhf.registry import ModelRegistry
+from studio.candidates import CandidateJobs
 
 
 @dataclass
@@ -19,11 +20,19 @@ class StudioContext:
     store: Store
     registry: ModelRegistry
     engines: EnginePool
+    jobs: CandidateJobs
 
     @classmethod
     def open(cls, db: str | Path, home: Path | None = None, device: str | None = None) -> StudioContext:
         registry = ModelRegistry(home)
-        return cls(store=Store(db), registry=registry, engines=EnginePool(registry, device=device))
+        store = Store(db)
+        engines = EnginePool(registry, device=device)
+        return cls(store=store, registry=registry, engines=engines, jobs=CandidateJobs(store, engines, registry))
+
+    @property
+    def snapshot_root(self) -> Path:
+        """Snapshots live beside the database file."""
+        return self.store.path.resolve().parent / "snapshots"
 
     def close(self) -> None:
         self.store.close()

@@ -24,9 +24,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ADMIN_PASSWORD = "admin-test-password"
+
+
 def start_studio(db: Path, home: Path, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "STUDIO_HOME": str(home), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "STUDIO_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "STUDIO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--db", str(db)],
         cwd=db.parent,
@@ -75,3 +84,18 @@ def studio(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, session_
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def login(page, url: str, user: str, password: str) -> None:
+    """Log in through Gradio's login form and wait for the studio to load."""
+    page.goto(url)
+    page.fill("input[type=text]", user)
+    page.fill("input[type=password]", password)
+    page.keyboard.press("Enter")
+    page.wait_for_function("(name) => (document.querySelector('#studio-user') || {}).innerText?.includes(name)", arg=user, timeout=30_000)
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    """Choose an option of a Gradio dropdown."""
+    page.click(f"#{elem_id} input")
+    page.click(f'#{elem_id} li[role=option][aria-label="{option}"]')

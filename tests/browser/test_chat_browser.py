@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import ADMIN_PASSWORD, login
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 def test_chat_answers_the_capital_of_france(browser, studio: str, screenshot_dir: Path) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(studio)
+    login(page, studio, "admin", ADMIN_PASSWORD)
     box = page.locator("#chat-input textarea")
     box.fill("What is the capital of France?")
     box.press("Enter")

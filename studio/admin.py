@@ -1,0 +1,429 @@
+"""The admin console: projects, imports, candidate replies, annotators, dashboard, snapshots.
+
+Every handler checks the caller's role on the server (``require_admin``): an annotator who
+calls these endpoints directly is refused. Run alone: ``python -m studio.admin``.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from annotations import accounts
+from annotations.agreement import project_agreement
+from annotations.importers import import_file
+from annotations.snapshot import create_snapshot, list_snapshots
+from annotations.store import StoreError
+from rlhf.generation import SamplingParams
+from rlhf.modelfiles import ModelError
+from rlhf.registry import DEFAULT_CHAT_MODEL
+from studio.auth import current_user, require_admin
+from studio.context import StudioContext
+
+SHAPES = ["auto", "prompt", "dolly", "alpaca", "preference", "hh-rlhf"]
+
+
+def _fail(exc: Exception) -> gr.Error:
+    return gr.Error(str(exc))
+
+
+# -- projects -------------------------------------------------------------------------------------
+def projects_frame(ctx: StudioContext) -> pd.DataFrame:
+    rows = ctx.store.query(
+        """
+        SELECT pr.name, pr.k, pr.min_submitted, pr.mode,
+               (SELECT count(*) FROM prompts p WHERE p.project_id = pr.id) AS prompts,
+               (SELECT count(*) FROM (SELECT p.id FROM prompts p JOIN replies r ON r.prompt_id = p.id
+                 WHERE p.project_id = pr.id GROUP BY p.id HAVING count(*) >= pr.k)) AS ready,
+               (SELECT count(*) FROM (SELECT p.id FROM prompts p JOIN rankings r ON r.prompt_id = p.id
+                 WHERE p.project_id = pr.id AND r.status = 'submitted' GROUP BY p.id HAVING count(*) >= pr.min_submitted)) AS complete
+        FROM projects pr ORDER BY pr.id
+        """
+    )
+    frame = pd.DataFrame(rows, columns=["project", "k", "min rankings", "mode", "prompts", "with k replies", "complete"])
+    frame["complete %"] = (100 * frame["complete"] / frame["prompts"].where(frame["prompts"] > 0)).fillna(0).round(1)
+    return frame
+
+
+def create_project(ctx: StudioContext, name: str, k: float, min_submitted: float, guidelines: str, request: gr.Request | None) -> str:
+    require_admin(ctx.store, request)
+    try:
+        ctx.store.create_project(name or "", guidelines=guidelines or "", k=int(k), min_submitted=int(min_submitted))
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    mode = "pairwise" if int(k) == 2 else "ranking"
+    return f"Created project **{html.escape(name.strip())}** ({mode}, k={int(k)}, {int(min_submitted)} ranking(s) per prompt)."
+
+
+# -- import -------------------------------------------------------------------------------------------
+def import_upload(ctx: StudioContext, project: str, file: str | None, shape: str, skip_invalid: bool, request: gr.Request | None) -> str:
+    require_admin(ctx.store, request)
+    if not project:
+        raise gr.Error("Choose the project to import into.")
+    if not file:
+        raise gr.Error("Upload a file first (JSONL, JSON, CSV or parquet).")
+    try:
+        proj = ctx.store.project(project)
+        report = import_file(ctx.store, proj.id, Path(file), shape=shape or "auto", skip_invalid=bool(skip_invalid))
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    shapes = ", ".join(f"{n} {k}" for k, n in report.shapes.items())
+    text = f"Imported **{report.prompts}** prompts, {report.replies} replies, {report.rankings} rankings ({shapes})"
+    text += f" into **{html.escape(proj.name)}**."
+    if report.skipped:
+        text += "\n\nLeft out:\n" + "\n".join(f"- {html.escape(s)}" for s in report.skipped[:50])
+    return text
+
+
+# -- candidate replies ------------------------------------------------------------------------------
+def start_generation(
+    ctx: StudioContext,
+    project: str,
+    models: list[str],
+    temperature: float,
+    top_p: float,
+    max_new_tokens: float,
+    request: gr.Request | None,
+) -> int:
+    """Start filling the project's prompts up to k replies; returns the job id."""
+    require_admin(ctx.store, request)
+    if not project:
+        raise gr.Error("Choose a project.")
+    try:
+        params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens))
+        job = ctx.jobs.start(ctx.store.project(project).id, list(models or []), params)
+    except (ValueError, StoreError, ModelError) as exc:
+        raise _fail(exc) from exc
+    return job.id
+
+
+def job_status(ctx: StudioContext, job_id: int | None) -> tuple[str, bool]:
+    """(progress bar HTML, still running) for a job."""
+    job = ctx.jobs.get(int(job_id)) if job_id else None
+    if job is None:
+        return "", False
+    pct = round(100 * job.fraction)
+    colour = "var(--error-text-color)" if job.state == "failed" else "var(--color-accent)"
+    bar = (
+        f'<div class="job-bar" style="background:var(--neutral-200);border-radius:6px;height:14px;width:100%">'
+        f'<div style="width:{pct}%;background:{colour};height:14px;border-radius:6px"></div></div>'
+        f'<p id="job-summary">{html.escape(job.summary())}</p>'
+    )
+    return bar, job.state in ("queued", "running")
+
+
+# -- annotators --------------------------------------------------------------------------------------
+def annotators_frame(ctx: StudioContext) -> pd.DataFrame:
+    rows = ctx.store.query(
+        """
+        SELECT a.name, a.role, a.active,
+               count(r.id) FILTER (WHERE r.status = 'submitted') AS submitted,
+               count(r.id) FILTER (WHERE r.status = 'skipped') AS skipped,
+               round(median(r.seconds_spent) FILTER (WHERE r.status = 'submitted'), 1) AS median_seconds,
+               max(r.submitted) AS last_active
+        FROM annotators a LEFT JOIN rankings r ON r.annotator_id = a.id
+        WHERE a.role <> 'import' GROUP BY a.id, a.name, a.role, a.active ORDER BY a.id
+        """
+    )
+    return pd.DataFrame(rows, columns=["name", "role", "active", "submitted", "skipped", "median s / ranking", "last active"])
+
+
+def add_person(ctx: StudioContext, name: str, password: str, role: str, request: gr.Request | None) -> str:
+    require_admin(ctx.store, request)
+    try:
+        accounts.add_annotator(ctx.store, name or "", password or "", role=role or "annotator")
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    return f"Added {role} **{html.escape(name.strip())}**."
+
+
+def set_active(ctx: StudioContext, name: str, active: bool, request: gr.Request | None) -> str:
+    admin = require_admin(ctx.store, request)
+    if not name:
+        raise gr.Error("Type the annotator's name.")
+    if name == admin.name and not active:
+        raise gr.Error("You cannot deactivate yourself.")
+    try:
+        accounts.set_active(ctx.store, name, active)
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    return f"{html.escape(name)} is now {'active' if active else 'deactivated'}."
+
+
+def reset_password(ctx: StudioContext, name: str, password: str, request: gr.Request | None) -> str:
+    require_admin(ctx.store, request)
+    try:
+        accounts.reset_password(ctx.store, name or "", password or "")
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    return f"New password set for {html.escape(name)}."
+
+
+# -- dashboard -------------------------------------------------------------------------------------------
+def agreement_summary(ctx: StudioContext, project: str | None) -> tuple[str, pd.DataFrame]:
+    if not project:
+        return "Choose a project to see agreement.", pd.DataFrame(columns=["annotator", "agreement with majority", "pairs"])
+    proj = ctx.store.project(project)
+    report = project_agreement(ctx.store, proj.id)
+
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    text = (
+        f"**{html.escape(proj.name)}**: mean Kendall's tau-b **{fmt(report.mean_tau_b)}** over {report.prompts_with_overlap} "
+        f"prompts ranked by 2+ annotators · Krippendorff's alpha (pairwise) **{fmt(report.alpha)}**"
+    )
+    rel = pd.DataFrame(
+        [(who, rate if rate is not None else float("nan"), n) for who, (rate, n) in report.reliability.items()],
+        columns=["annotator", "agreement with majority", "pairs"],
+    )
+    return text, rel
+
+
+def recent_activity(ctx: StudioContext, limit: int = 20) -> pd.DataFrame:
+    rows = ctx.store.query(
+        """
+        SELECT r.updated, a.name, pr.name, r.status, left(p.text, 80), r.skip_reason
+        FROM rankings r JOIN annotators a ON a.id = r.annotator_id JOIN prompts p ON p.id = r.prompt_id
+        JOIN projects pr ON pr.id = p.project_id
+        WHERE r.status <> 'draft' ORDER BY r.updated DESC LIMIT ?
+        """,
+        [limit],
+    )
+    return pd.DataFrame(rows, columns=["when", "annotator", "project", "status", "prompt", "skip reason"])
+
+
+def dashboard(ctx: StudioContext, project: str | None, request: gr.Request | None):
+    require_admin(ctx.store, request)
+    project = project or next((p.name for p in ctx.store.projects()), None)
+    projects = projects_frame(ctx)
+    people = annotators_frame(ctx)
+    text, rel = agreement_summary(ctx, project)
+    return projects, projects, people[["name", "submitted"]], text, rel, recent_activity(ctx)
+
+
+# -- snapshots -----------------------------------------------------------------------------------------
+def snapshots_frame(ctx: StudioContext) -> pd.DataFrame:
+    rows = [
+        (s["id"], str(s["created"])[:19], s["filter"].get("project") or "all", s["pair_strategy"], s["counts"]["pairs"], s["folder"])
+        for s in list_snapshots(ctx.store)
+    ]
+    return pd.DataFrame(rows, columns=["id", "created", "project", "strategy", "pairs", "folder"])
+
+
+def make_snapshot(
+    ctx: StudioContext, project: str | None, strategy: str, aggregate: str, include_ties: bool, margin: bool, request: gr.Request | None
+) -> dict:
+    require_admin(ctx.store, request)
+    try:
+        info = create_snapshot(
+            ctx.store,
+            ctx.snapshot_root,
+            project=project or None,
+            strategy=strategy,
+            aggregate_by=aggregate,
+            include_ties=bool(include_ties),
+            margin=bool(margin),
+        )
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    return {**info.manifest, "folder": str(info.folder), "reused": info.reused}
+
+
+# -- the screen --------------------------------------------------------------------------------------------
+def build(ctx: StudioContext) -> gr.Blocks:
+    def names() -> list[str]:
+        return [p.name for p in ctx.store.projects()]
+
+    with gr.Blocks(title="Admin") as screen:
+        with gr.Tabs():
+            with gr.Tab("Dashboard", id="admin-dashboard"):
+                with gr.Row():
+                    dash_project = gr.Dropdown(choices=names(), label="Agreement for project", elem_id="dash-project")
+                    refresh = gr.Button("Refresh", elem_id="dash-refresh", scale=0)
+                completion_plot = gr.BarPlot(x="project", y="complete %", title="Completion per project", y_lim=[0, 100], height=240)
+                completion = gr.Dataframe(label="Projects", interactive=False, elem_id="dash-projects")
+                with gr.Row():
+                    per_annotator = gr.BarPlot(x="name", y="submitted", title="Rankings per annotator", height=240)
+                    reliability = gr.BarPlot(
+                        x="annotator", y="agreement with majority", title="Agreement with the majority", y_lim=[0, 1], height=240
+                    )
+                agreement = gr.Markdown(elem_id="dash-agreement")
+                activity = gr.Dataframe(label="Recent activity", interactive=False, elem_id="dash-activity")
+                dash_outputs = [completion_plot, completion, per_annotator, agreement, reliability, activity]
+
+                def on_dash(project, request: gr.Request):
+                    return dashboard(ctx, project, request)
+
+                refresh.click(on_dash, dash_project, dash_outputs, api_name="dashboard")
+                dash_project.change(on_dash, dash_project, dash_outputs, api_name=False)
+
+            with gr.Tab("Projects", id="admin-projects"):
+                with gr.Row():
+                    with gr.Column():
+                        new_name = gr.Textbox(label="Project name", elem_id="new-project-name")
+                        new_k = gr.Number(
+                            value=2,
+                            precision=0,
+                            minimum=2,
+                            maximum=8,
+                            label="Replies per prompt (k; 2 = pairwise)",
+                            elem_id="new-project-k",
+                        )
+                        new_min = gr.Number(value=1, precision=0, minimum=1, label="Rankings needed per prompt", elem_id="new-project-min")
+                    new_guidelines = gr.Textbox(label="Guidelines (Markdown)", lines=8, elem_id="new-project-guidelines")
+                create_btn = gr.Button("Create project", variant="primary", elem_id="create-project")
+                project_status = gr.Markdown(elem_id="project-status")
+                project_table = gr.Dataframe(label="Projects", interactive=False)
+
+            with gr.Tab("Import", id="admin-import"):
+                with gr.Row():
+                    import_project = gr.Dropdown(choices=names(), label="Project", elem_id="import-project")
+                    import_shape = gr.Dropdown(choices=SHAPES, value="auto", label="Shape")
+                    import_skip = gr.Checkbox(label="Leave bad records out instead of stopping")
+                import_file_box = gr.File(
+                    label="JSONL, JSON, CSV or parquet",
+                    file_types=[".jsonl", ".json", ".csv", ".parquet"],
+                    type="filepath",
+                    elem_id="import-file",
+                )
+                import_btn = gr.Button("Import", variant="primary", elem_id="import-button")
+                import_status = gr.Markdown(elem_id="import-status")
+
+            with gr.Tab("Candidates", id="admin-candidates"):
+                gr.Markdown("Fill every prompt of a project up to its k replies. With several models the replies alternate between them.")
+                with gr.Row():
+                    gen_project = gr.Dropdown(choices=names(), label="Project", elem_id="gen-project")
+                    gen_models = gr.Dropdown(
+                        choices=ctx.registry.names("causal-lm"),
+                        value=[DEFAULT_CHAT_MODEL],
+                        multiselect=True,
+                        label="Models",
+                        elem_id="gen-models",
+                    )
+                with gr.Row():
+                    gen_temp = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature")
+                    gen_top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
+                    gen_max = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
+                gen_btn = gr.Button("Generate candidate replies", variant="primary", elem_id="gen-start")
+                gen_bar = gr.HTML(elem_id="gen-progress")
+                job_id = gr.State(None)
+                timer = gr.Timer(1.0, active=False)
+
+            with gr.Tab("Annotators", id="admin-annotators"):
+                people_table = gr.Dataframe(label="People", interactive=False, elem_id="people-table")
+                with gr.Row():
+                    person = gr.Textbox(label="Name", elem_id="person-name")
+                    password = gr.Textbox(label="Password (8+ characters)", type="password", elem_id="person-password")
+                    role = gr.Radio(["annotator", "admin"], value="annotator", label="Role", elem_id="person-role")
+                with gr.Row():
+                    add_btn = gr.Button("Add", variant="primary", elem_id="person-add")
+                    reset_btn = gr.Button("Reset password", elem_id="person-reset")
+                    deactivate_btn = gr.Button("Deactivate", variant="stop", elem_id="person-deactivate")
+                    activate_btn = gr.Button("Activate", elem_id="person-activate")
+                people_status = gr.Markdown(elem_id="people-status")
+
+            with gr.Tab("Snapshots", id="admin-snapshots"):
+                with gr.Row():
+                    snap_project = gr.Dropdown(choices=names(), label="Project", elem_id="snap-project")
+                    snap_strategy = gr.Radio(["all_pairs", "best_vs_rest", "adjacent"], value="all_pairs", label="Pair strategy")
+                    snap_aggregate = gr.Radio(["majority", "per_annotator"], value="majority", label="Across annotators")
+                with gr.Row():
+                    snap_ties = gr.Checkbox(label="Keep ties (margin 0)")
+                    snap_margin = gr.Checkbox(label="Margin column")
+                snap_btn = gr.Button("Freeze a snapshot", variant="primary", elem_id="snap-create")
+                manifest = gr.JSON(label="Manifest", elem_id="snap-manifest")
+                snap_table = gr.Dataframe(label="Snapshots", interactive=False)
+
+        # -- wiring ---------------------------------------------------------------------------------
+        project_pickers = [dash_project, import_project, gen_project, snap_project]
+
+        def refresh_lists():
+            choices = names()
+            return [gr.Dropdown(choices=choices) for _ in project_pickers] + [
+                projects_frame(ctx),
+                annotators_frame(ctx),
+                snapshots_frame(ctx),
+                gr.Dropdown(choices=ctx.registry.names("causal-lm")),
+            ]
+
+        lists = [*project_pickers, project_table, people_table, snap_table, gen_models]
+
+        def on_create(name, k, mn, guide, request: gr.Request):
+            return create_project(ctx, name, k, mn, guide, request)
+
+        create_btn.click(on_create, [new_name, new_k, new_min, new_guidelines], project_status, api_name="create_project").success(
+            refresh_lists, None, lists, api_name=False
+        )
+
+        def on_import(project, file, shape, skip_bad, request: gr.Request):
+            return import_upload(ctx, project, file, shape, skip_bad, request)
+
+        import_btn.click(
+            on_import, [import_project, import_file_box, import_shape, import_skip], import_status, api_name="import_file"
+        ).success(refresh_lists, None, lists, api_name=False)
+
+        def on_generate(project, models, temp, top_p, max_new, request: gr.Request):
+            jid = start_generation(ctx, project, models, temp, top_p, max_new, request)
+            bar, _ = job_status(ctx, jid)
+            return jid, bar, gr.Timer(active=True)
+
+        def on_tick(jid):
+            bar, running = job_status(ctx, jid)
+            return bar, gr.Timer(active=running)
+
+        gen_btn.click(
+            on_generate, [gen_project, gen_models, gen_temp, gen_top_p, gen_max], [job_id, gen_bar, timer], api_name="generate_candidates"
+        )
+        timer.tick(on_tick, job_id, [gen_bar, timer], api_name=False, show_progress="hidden")
+
+        def on_add(name, pw, r, request: gr.Request):
+            return add_person(ctx, name, pw, r, request), ""
+
+        def on_reset(name, pw, request: gr.Request):
+            return reset_password(ctx, name, pw, request), ""
+
+        def on_active(active: bool):
+            def handler(name, request: gr.Request):
+                return set_active(ctx, name, active, request)
+
+            return handler
+
+        add_btn.click(on_add, [person, password, role], [people_status, password], api_name="add_annotator").success(
+            refresh_lists, None, lists, api_name=False
+        )
+        reset_btn.click(on_reset, [person, password], [people_status, password], api_name="reset_password")
+        deactivate_btn.click(on_active(False), person, people_status, api_name="deactivate_annotator").success(
+            refresh_lists, None, lists, api_name=False
+        )
+        activate_btn.click(on_active(True), person, people_status, api_name="activate_annotator").success(
+            refresh_lists, None, lists, api_name=False
+        )
+
+        def on_snapshot(project, strategy, aggregate, ties, margin, request: gr.Request):
+            return make_snapshot(ctx, project, strategy, aggregate, ties, margin, request), snapshots_frame(ctx)
+
+        snap_btn.click(
+            on_snapshot,
+            [snap_project, snap_strategy, snap_aggregate, snap_ties, snap_margin],
+            [manifest, snap_table],
+            api_name="create_snapshot",
+        )
+
+        def on_load(request: gr.Request):
+            user = current_user(ctx.store, request)
+            if not user.is_admin:  # annotators load the page too; they get nothing from here
+                return [gr.update() for _ in lists + dash_outputs]
+            return refresh_lists() + list(dashboard(ctx, None, request))
+
+        screen.load(on_load, None, lists + dash_outputs, api_name=False)
+    return screen
+
+
+if __name__ == "__main__":
+    from studio.app import standalone
+
+    standalone(build)
