@@ -22,6 +22,7 @@ from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from studio.auth import current_user, require_admin
 from studio.context import StudioContext
+from studio.render import bar_chart
 
 SHAPES = ["auto", "prompt", "dolly", "alpaca", "preference", "hh-rlhf"]
 
@@ -69,7 +70,8 @@ def import_upload(ctx: StudioContext, project: str, file: str | None, shape: str
         proj = ctx.store.project(project)
         report = import_file(ctx.store, proj.id, Path(file), shape=shape or "auto", skip_invalid=bool(skip_invalid))
     except StoreError as exc:
-        raise _fail(exc) from exc
+        # Shown on the page, not in a toast: the admin needs the line number while fixing the file.
+        return f"**Import failed; nothing was written.**\n\n{html.escape(str(exc))}"
     shapes = ", ".join(f"{n} {k}" for k, n in report.shapes.items())
     text = f"Imported **{report.prompts}** prompts, {report.replies} replies, {report.rankings} rankings ({shapes})"
     text += f" into **{html.escape(proj.name)}**."
@@ -196,13 +198,36 @@ def recent_activity(ctx: StudioContext, limit: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["when", "annotator", "project", "status", "prompt", "skip reason"])
 
 
-def dashboard(ctx: StudioContext, project: str | None, request: gr.Request | None):
+def dashboard(ctx: StudioContext, project: str | None, request: gr.Request | None) -> tuple:
+    """(completion chart, projects table, rankings-per-annotator chart, agreement text,
+    reliability chart, recent activity) for the admin dashboard."""
     require_admin(ctx.store, request)
     project = project or next((p.name for p in ctx.store.projects()), None)
     projects = projects_frame(ctx)
     people = annotators_frame(ctx)
     text, rel = agreement_summary(ctx, project)
-    return projects, projects, people[["name", "submitted"]], text, rel, recent_activity(ctx)
+    completion = bar_chart(
+        "Completion per project",
+        [(r.project, float(r["complete %"]), f"{r.complete}/{r.prompts} prompts ({r['complete %']}%)") for _, r in projects.iterrows()],
+        maximum=100,
+    )
+    per_person = bar_chart(
+        "Rankings per annotator",
+        [(r["name"], float(r.submitted), f"{r.submitted} submitted, {r.skipped} skipped") for _, r in people.iterrows()],
+    )
+    reliability = bar_chart(
+        f"Agreement with the other annotators' majority ({project or 'no project'})",
+        [
+            (
+                r.annotator,
+                None if pd.isna(r["agreement with majority"]) else float(r["agreement with majority"]),
+                "n/a" if pd.isna(r["agreement with majority"]) else f"{r['agreement with majority']:.0%} of {r.pairs} pairs",
+            )
+            for _, r in rel.iterrows()
+        ],
+        maximum=1,
+    )
+    return completion, projects, per_person, text, reliability, recent_activity(ctx)
 
 
 # -- snapshots -----------------------------------------------------------------------------------------
@@ -242,9 +267,11 @@ def build(ctx: StudioContext) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Dashboard", id="admin-dashboard"):
                 with gr.Row():
-                    dash_project = gr.Dropdown(choices=names(), label="Agreement for project", elem_id="dash-project")
+                    dash_project = gr.Dropdown(
+                        choices=names(), allow_custom_value=True, label="Agreement for project", elem_id="dash-project"
+                    )
                     refresh = gr.Button("Refresh", elem_id="dash-refresh", scale=0)
-                completion_plot = gr.BarPlot(x="project", y="complete %", title="Completion per project", y_lim=[0, 100], height=240)
+                completion_plot = gr.HTML(elem_id="dash-completion")
                 completion = gr.Dataframe(label="Projects", interactive=False, elem_id="dash-projects")
                 with gr.Row():
                     per_annotator = gr.BarPlot(x="name", y="submitted", title="Rankings per annotator", height=240)
@@ -281,7 +308,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
             with gr.Tab("Import", id="admin-import"):
                 with gr.Row():
-                    import_project = gr.Dropdown(choices=names(), label="Project", elem_id="import-project")
+                    import_project = gr.Dropdown(choices=names(), allow_custom_value=True, label="Project", elem_id="import-project")
                     import_shape = gr.Dropdown(choices=SHAPES, value="auto", label="Shape")
                     import_skip = gr.Checkbox(label="Leave bad records out instead of stopping")
                 import_file_box = gr.File(
@@ -296,7 +323,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
             with gr.Tab("Candidates", id="admin-candidates"):
                 gr.Markdown("Fill every prompt of a project up to its k replies. With several models the replies alternate between them.")
                 with gr.Row():
-                    gen_project = gr.Dropdown(choices=names(), label="Project", elem_id="gen-project")
+                    gen_project = gr.Dropdown(choices=names(), allow_custom_value=True, label="Project", elem_id="gen-project")
                     gen_models = gr.Dropdown(
                         choices=ctx.registry.names("causal-lm"),
                         value=[DEFAULT_CHAT_MODEL],
@@ -328,7 +355,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
             with gr.Tab("Snapshots", id="admin-snapshots"):
                 with gr.Row():
-                    snap_project = gr.Dropdown(choices=names(), label="Project", elem_id="snap-project")
+                    snap_project = gr.Dropdown(choices=names(), allow_custom_value=True, label="Project", elem_id="snap-project")
                     snap_strategy = gr.Radio(["all_pairs", "best_vs_rest", "adjacent"], value="all_pairs", label="Pair strategy")
                     snap_aggregate = gr.Radio(["majority", "per_annotator"], value="majority", label="Across annotators")
                 with gr.Row():
@@ -341,9 +368,13 @@ def build(ctx: StudioContext) -> gr.Blocks:
         # -- wiring ---------------------------------------------------------------------------------
         project_pickers = [dash_project, import_project, gen_project, snap_project]
 
-        def refresh_lists():
+        def refresh_lists(*current):
+            # Keep each picker's choice; fall back to the first project so that what the
+            # page shows and the value the server gets are the same.
             choices = names()
-            return [gr.Dropdown(choices=choices) for _ in project_pickers] + [
+            first = choices[0] if choices else None
+            chosen = [c if c in choices else first for c in (current or [None] * len(project_pickers))]
+            return [gr.Dropdown(choices=choices, value=v) for v in chosen] + [
                 projects_frame(ctx),
                 annotators_frame(ctx),
                 snapshots_frame(ctx),
@@ -356,7 +387,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
             return create_project(ctx, name, k, mn, guide, request)
 
         create_btn.click(on_create, [new_name, new_k, new_min, new_guidelines], project_status, api_name="create_project").success(
-            refresh_lists, None, lists, api_name=False
+            refresh_lists, project_pickers, lists, api_name=False
         )
 
         def on_import(project, file, shape, skip_bad, request: gr.Request):
@@ -364,7 +395,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         import_btn.click(
             on_import, [import_project, import_file_box, import_shape, import_skip], import_status, api_name="import_file"
-        ).success(refresh_lists, None, lists, api_name=False)
+        ).success(refresh_lists, project_pickers, lists, api_name=False)
 
         def on_generate(project, models, temp, top_p, max_new, request: gr.Request):
             jid = start_generation(ctx, project, models, temp, top_p, max_new, request)
@@ -393,14 +424,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
             return handler
 
         add_btn.click(on_add, [person, password, role], [people_status, password], api_name="add_annotator").success(
-            refresh_lists, None, lists, api_name=False
+            refresh_lists, project_pickers, lists, api_name=False
         )
         reset_btn.click(on_reset, [person, password], [people_status, password], api_name="reset_password")
         deactivate_btn.click(on_active(False), person, people_status, api_name="deactivate_annotator").success(
-            refresh_lists, None, lists, api_name=False
+            refresh_lists, project_pickers, lists, api_name=False
         )
         activate_btn.click(on_active(True), person, people_status, api_name="activate_annotator").success(
-            refresh_lists, None, lists, api_name=False
+            refresh_lists, project_pickers, lists, api_name=False
         )
 
         def on_snapshot(project, strategy, aggregate, ties, margin, request: gr.Request):

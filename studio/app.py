@@ -26,6 +26,14 @@ CSS = """
 .reply-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px; }
 .reply-card:focus, .reply-card:focus-within { outline: 3px solid var(--color-accent); outline-offset: 2px; }
 .hint { color: var(--body-text-color-subdued); font-size: 0.9em; }
+.bar-chart { padding: 8px 4px; }
+.bar-title { font-weight: 600; margin-bottom: 6px; }
+.bar-row { display: grid; grid-template-columns: 160px 1fr 150px; gap: 8px; align-items: center; margin: 3px 0; }
+.bar-label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.bar-track { background: var(--neutral-200); border-radius: 5px; height: 12px; overflow: hidden; }
+.bar-fill { display: block; background: var(--color-accent); height: 12px; border-radius: 5px; }
+.bar-text { color: var(--body-text-color-subdued); font-size: 0.9em; }
+.bar-empty { color: var(--body-text-color-subdued); }
 """
 
 

@@ -182,7 +182,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                 with gr.Accordion("Send to annotation queue", open=False):
                     queue_project = gr.Dropdown(
-                        choices=[p.name for p in ctx.store.projects()], label="Project", elem_id="chat-queue-project"
+                        allow_custom_value=True,
+                        choices=[p.name for p in ctx.store.projects()],
+                        label="Project",
+                        elem_id="chat-queue-project",
                     )
                     queue_btn = gr.Button("Send the last question", elem_id="chat-queue-send")
                     queue_status = gr.Markdown(elem_id="chat-queue-status")

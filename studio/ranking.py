@@ -20,7 +20,7 @@ from annotations.queue import QueueItem, next_prompt, progress, save_draft, skip
 from annotations.store import StoreError
 from studio.auth import current_user
 from studio.context import StudioContext
-from studio.render import conversation_messages, neutralise_html
+from studio.render import conversation_markdown, neutralise_html
 
 MAX_K = 8
 LETTERS = "ABCDEFGH"
@@ -75,7 +75,7 @@ class View:
     state: dict | None = None
     progress: str = ""
     guidelines: str = ""
-    conversation: list[dict] = field(default_factory=list)
+    conversation: str = ""
     replies: list[str] = field(default_factory=list)
     ranks: list[int | None] = field(default_factory=list)
     mode: str | None = None  # "ranking" | "pairwise" | None when nothing is left
@@ -88,7 +88,8 @@ def _view(ctx: StudioContext, project_id: int, user_id: int, item: QueueItem | N
     summary = f"**{p.done}** ranked · **{p.left}** left for you · project {p.complete}/{p.prompts} prompts complete"
     if item is None:
         project = ctx.store.project(project_id)
-        return View(None, summary, project.guidelines, [], [], [], None, "", status or "Nothing left to rank in this project. Thank you!")
+        done = "Nothing left to rank in this project. Thank you!"
+        return View(None, summary, project.guidelines, f"*{done}*", [], [], None, "", f"{status} {done}".strip())
     state = {
         "project_id": project_id,
         "prompt_id": item.prompt.id,
@@ -102,7 +103,7 @@ def _view(ctx: StudioContext, project_id: int, user_id: int, item: QueueItem | N
         state,
         summary,
         item.project.guidelines,
-        conversation_messages(item.prompt.conversation),
+        conversation_markdown(item.prompt.conversation),
         replies,
         ranks,
         item.project.mode,
@@ -191,11 +192,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
     with gr.Blocks(title="Rank replies") as screen:
         with gr.Column(elem_id="ranking-screen"):
             with gr.Row():
-                project = gr.Dropdown(choices=project_names(ctx), value=None, label="Project", scale=1, elem_id="rank-project")
+                project = gr.Dropdown(
+                    choices=project_names(ctx), value=None, allow_custom_value=True, label="Project", scale=1, elem_id="rank-project"
+                )
                 progress_md = gr.Markdown(elem_id="rank-progress")
             with gr.Accordion("Guidelines", open=False, elem_id="rank-guidelines"):
                 guidelines = gr.Markdown()
-            conversation = gr.Chatbot(label="Prompt", height=220, elem_id="rank-prompt", feedback_options=None, buttons=[])
+            with gr.Group(elem_id="rank-prompt-box"):
+                conversation = gr.Markdown(elem_id="rank-prompt", container=True)
             gr.Markdown(
                 "Rank every reply: 1 is best, equal numbers are ties. Keys: click or Tab to a reply and press its rank, "
                 "Enter submits, S skips (type the reason first). Pairwise: A, B, T tie, X both bad.",
@@ -263,14 +267,18 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 view.rationale,
                 "",
                 view.status,
+                "",
             ]
 
         def on_open(name, request: gr.Request):
             return show(open_project(ctx, name, request))
 
-        def on_submit(st, *values, request: gr.Request):
-            *ranks, why = values
-            return show(submit(ctx, st, list(ranks), why, request))
+        # Radios go in as a set: the handler gets a dict, and Gradio still passes the request
+        # (it cannot after *args).
+        rank_inputs = {state, rationale, *radios}
+
+        def on_submit(data: dict, request: gr.Request):
+            return show(submit(ctx, data[state], [data[r] for r in radios], data[rationale], request))
 
         def on_pair(verdict):
             def handler(st, why, request: gr.Request):
@@ -281,25 +289,28 @@ def build(ctx: StudioContext) -> gr.Blocks:
         def on_skip(st, reason, request: gr.Request):
             return show(skip(ctx, st, reason, request))
 
-        def on_draft(st, *values, request: gr.Request):
-            *ranks, why = values
-            return keep_draft(ctx, st, list(ranks), why, request)
+        def on_draft(data: dict, request: gr.Request):
+            return keep_draft(ctx, data[state], [data[r] for r in radios], data[rationale], request)
 
         project.change(on_open, project, outputs, api_name="open_project")
-        submit_btn.click(on_submit, [state, *radios, rationale], outputs, api_name="submit_ranking")
+        # Projects created since the page loaded show up when the list is opened.
+        project.focus(lambda: gr.Dropdown(choices=project_names(ctx)), None, project, api_name=False, show_progress="hidden")
+        submit_btn.click(on_submit, rank_inputs, outputs, api_name="submit_ranking")
         for button, verdict in ((pair_a, "A"), (pair_b, "B"), (pair_tie, "tie"), (pair_bad, "both_bad")):
             button.click(on_pair(verdict), [state, rationale], outputs, api_name=f"pairwise_{verdict.lower()}")
         skip_btn.click(on_skip, [state, skip_reason], outputs, api_name="skip_prompt")
         skip_reason.submit(on_skip, [state, skip_reason], outputs, api_name=False)
         for radio in radios:
-            radio.input(on_draft, [state, *radios, rationale], draft_note, api_name=False, show_progress="hidden")
-        rationale.blur(on_draft, [state, *radios, rationale], draft_note, api_name=False, show_progress="hidden")
+            radio.input(on_draft, rank_inputs, draft_note, api_name=False, show_progress="hidden")
+        rationale.blur(on_draft, rank_inputs, draft_note, api_name=False, show_progress="hidden")
 
         def on_load(request: gr.Request):
-            # Gradio shows the first project as chosen without firing "change": open it here.
+            # Serving a prompt claims it, so only annotators get one on page load; an admin
+            # who merely opens the studio claims nothing until they choose a project here.
             names = project_names(ctx)
-            first = names[0] if names else None
-            return [gr.Dropdown(choices=names, value=first), *show(open_project(ctx, first, request))]
+            if not current_user(ctx.store, request).is_admin and names:
+                return [gr.Dropdown(choices=names, value=names[0]), *show(open_project(ctx, names[0], request))]
+            return [gr.Dropdown(choices=names, value=None), *show(View(status="Choose a project to start ranking."))]
 
         screen.load(on_load, None, [project, *outputs], api_name=False)
     return screen

@@ -1,0 +1,198 @@
+"""The annotation loop in Chromium: admin sets up, an annotator ranks, the store holds it.
+
+One real studio (tiny model, fresh database) runs the whole scenario in order; the store is
+checked at the end, after the studio has stopped and let go of the file. Screenshots of every
+screen land in screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import ADMIN_PASSWORD, login, pick, start_studio
+
+pytestmark = pytest.mark.browser
+
+PROMPTS = [
+    {"prompt": "Name three primary colours. <script>alert('x')</script>"},
+    {"prompt": "What is 2 + 2?"},
+    {"prompt": "Write a limerick about a cat."},
+    {"prompt": "Give one tip for better sleep."},
+]
+
+
+@pytest.fixture(scope="module")
+def annotation_studio(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path):
+    from rlhf.registry import ModelRegistry
+
+    work = tmp_path_factory.mktemp("annotation")
+    home = work / "home"
+    ModelRegistry(home).add(tiny_lm_dir, name="tiny")
+    db = work / "studio.duckdb"
+    proc, url = start_studio(db, home, work / "studio.log")
+    yield {"url": url, "proc": proc, "db": db, "work": work}
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _toast(page) -> str:
+    page.wait_for_selector(".toast-body", timeout=15_000)
+    return page.inner_text(".toast-body")
+
+
+def _status(page, elem: str, text: str, timeout: int = 30_000) -> None:
+    page.wait_for_function(
+        "([id, text]) => (document.querySelector('#' + id) || {}).innerText?.includes(text)", arg=[elem, text], timeout=timeout
+    )
+
+
+def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) -> None:
+    url, work = annotation_studio["url"], annotation_studio["work"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    shot = lambda name: page.screenshot(path=str(screenshot_dir / f"{name}.png"), full_page=True)  # noqa: E731
+
+    # -- admin: project, import (a bad file first), candidates, an annotator ------------------------
+    login(page, url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("tab", name="Admin").click()
+    page.get_by_role("tab", name="Projects").click()
+    page.fill("#new-project-name textarea", "triage")
+    page.fill("#new-project-k input", "3")
+    page.fill("#new-project-min input", "1")
+    page.fill("#new-project-guidelines textarea", "Prefer **correct** and kind answers.")
+    page.click("#create-project")
+    _status(page, "project-status", "Created project triage")
+    shot("admin_projects")
+
+    page.get_by_role("tab", name="Import").click()
+    pick(page, "import-project", "triage")
+    bad = work / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": 42}\n')
+    page.set_input_files("#import-file input[type=file]", str(bad))
+    page.wait_for_timeout(1000)
+    page.click("#import-button")
+    _status(page, "import-status", "bad.jsonl line 2: field 'prompt' must be text")
+    assert "nothing was written" in page.inner_text("#import-status")
+    shot("admin_import_error")
+    page.click("#import-file button[aria-label='Clear']")
+    good = work / "prompts.jsonl"
+    good.write_text("\n".join(json.dumps(p) for p in PROMPTS))
+    page.set_input_files("#import-file input[type=file]", str(good))
+    page.wait_for_timeout(1000)
+    page.click("#import-button")
+    _status(page, "import-status", "Imported 4 prompts")
+    shot("admin_import")
+
+    page.get_by_role("tab", name="Candidates").click()
+    pick(page, "gen-project", "triage")
+    page.click("#gen-models .remove-all")
+    pick(page, "gen-models", "tiny")
+    page.keyboard.press("Escape")
+    page.click("#gen-start")
+    _status(page, "gen-progress", "12 of 12 replies, finished", timeout=120_000)
+    shot("admin_candidates")
+
+    page.get_by_role("tab", name="Annotators").click()
+    page.fill("#person-name textarea", "ana")
+    page.fill("#person-password input", "ana-password-1")
+    page.click("#person-add")
+    _status(page, "people-status", "Added annotator ana")
+    shot("admin_annotators")
+    page.get_by_role("tab", name="Dashboard").click()
+    page.click("#dash-refresh")
+    page.wait_for_timeout(1500)
+    shot("admin_dashboard")
+
+    # -- annotator: mouse, keyboard, an incomplete ranking, a reload mid-draft, a skip ------------
+    page.goto(url + "/logout")
+    login(page, url, "ana", "ana-password-1")
+    assert page.get_by_role("tab", name="Admin").count() == 0 or not page.get_by_role("tab", name="Admin").is_visible()
+    _status(page, "rank-progress", "0 ranked")
+    assert "<script>" in page.inner_text("#rank-prompt") or "What is" in page.inner_text("#rank-prompt")
+    assert page.evaluate("() => !document.querySelector('#rank-prompt script')")  # shown as text, never run
+    shot("rank_ranking_mode")
+
+    for card, rank in ((0, "2"), (1, "1"), (2, "3")):  # mouse
+        page.click(f"#rank-{card} input[value='{rank}']")
+    page.click("#rank-submit")
+    _status(page, "rank-status", "Saved.")
+    _status(page, "rank-progress", "1 ranked")
+
+    page.click("#rank-prompt")  # keyboard: no reply focused, so digits fill the first unranked reply
+    for key in ("1", "3", "2"):
+        page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    _status(page, "rank-progress", "2 ranked")
+
+    page.click("#rank-0 input[value='1']")  # incomplete: refused, nothing stored
+    page.wait_for_timeout(800)  # the draft is saved on each change
+    page.click("#rank-submit")
+    assert "rank every reply before submitting" in _toast(page)
+    _status(page, "rank-progress", "2 ranked")
+    page.reload()
+    _status(page, "rank-progress", "2 ranked")
+    page.wait_for_function("() => document.querySelector('#rank-0 input[value=\"1\"]')?.checked", timeout=15_000)
+    shot("rank_draft_restored")
+
+    page.fill("#skip-reason textarea", "replies are unreadable")
+    page.click("#rank-skip")
+    _status(page, "rank-status", "Skipped.")
+    _status(page, "rank-progress", "3 ranked")
+    shot("rank_after_skip")
+
+    # -- an annotator who reaches admin endpoints directly is refused on the server --------------
+    from gradio_client import Client
+
+    ana = Client(url, auth=("ana", "ana-password-1"), verbose=False)
+    with pytest.raises(Exception, match="Only admins"):
+        ana.predict("sneaky", 2, 1, "", api_name="/create_project")
+    with pytest.raises(Exception, match="Only admins"):
+        ana.predict("mallory", "password-123", "admin", api_name="/add_annotator")
+    admin = Client(url, auth=("admin", ADMIN_PASSWORD), verbose=False)
+    assert "Created project" in admin.predict("duel", 2, 2, "A or B?", api_name="/create_project")
+
+    # -- pairwise mode with the keyboard ----------------------------------------------------------
+    pairs = work / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps({"prompt": f"Say hi {i}", "chosen": f"Hi {i}!", "rejected": f"Bye {i}."}) for i in range(2)))
+    from gradio_client import handle_file
+
+    assert "Imported **2** prompts" in admin.predict("duel", handle_file(str(pairs)), "auto", False, api_name="/import_file")
+    pick(page, "rank-project", "duel")
+    page.wait_for_selector("#pairwise-row", state="visible", timeout=15_000)
+    shot("rank_pairwise_mode")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")  # leave the project list
+    page.keyboard.press("b")
+    _status(page, "rank-status", "Saved.")
+    page.keyboard.press("x")
+    _status(page, "rank-status", "Nothing left to rank")
+    page.close()
+
+    # -- the store, once the studio has let go of the file -----------------------------------------
+    proc = annotation_studio["proc"]
+    proc.terminate()
+    proc.wait(timeout=30)
+    from annotations.store import Store
+
+    with Store(annotation_studio["db"]) as store:
+        rows = store.query(
+            "SELECT p.text, r.status, r.ranks, r.skip_reason, r.both_bad FROM rankings r JOIN annotators a ON a.id = r.annotator_id "
+            "JOIN prompts p ON p.id = r.prompt_id WHERE a.name = 'ana' ORDER BY r.id"
+        )
+        replies = {pid: [r.id for r in store.replies(pid)] for (pid,) in store.query("SELECT id FROM prompts")}
+        texts = {t: pid for pid, t in store.query("SELECT id, text FROM prompts")}
+    by_status = [r[1] for r in rows]
+    assert by_status.count("submitted") == 4 and by_status.count("skipped") == 1
+    mouse, keyboard = rows[0], rows[1]
+    ids = replies[texts[mouse[0]]]
+    assert json.loads(mouse[2]) == {str(ids[0]): 2, str(ids[1]): 1, str(ids[2]): 3}
+    ids = replies[texts[keyboard[0]]]
+    assert json.loads(keyboard[2]) == {str(ids[0]): 1, str(ids[1]): 3, str(ids[2]): 2}
+    skipped = next(r for r in rows if r[1] == "skipped")
+    assert skipped[3] == "replies are unreadable"
+    duel = [r for r in rows if r[0].startswith("Say hi")]
+    b_better = json.loads(duel[0][2])
+    assert sorted(b_better.values()) == [1, 2] and b_better[min(b_better, key=int)] == 2  # B (second reply) ranked first
+    assert duel[1][4] is True and sorted(json.loads(duel[1][2]).values()) == [1, 1]  # both bad: a flagged tie
