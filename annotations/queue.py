@@ -82,7 +82,7 @@ def _check_annotator(cur: duckdb.DuckDBPyConnection, annotator_id: int) -> None:
         raise StoreError("this account is deactivated; ask an admin")
 
 
-def validate_ranks(ranks: Mapping, replies: list[Reply], complete: bool = True) -> dict[int, int]:
+def validate_ranks(ranks: Mapping, replies: list[Reply], complete: bool = True, compact: bool = True) -> dict[int, int]:
     """Check a ranking against the replies shown; return it with dense ranks (1 = best).
 
     Ties are equal ranks. Ranks are compacted ({a: 1, b: 3} becomes {a: 1, b: 2}) so the stored
@@ -107,6 +107,8 @@ def validate_ranks(ranks: Mapping, replies: list[Reply], complete: bool = True) 
     if complete and missing:
         shown = [n for n, r in enumerate(replies, 1) if r.id in missing]
         raise StoreError(f"rank every reply before submitting: reply {', '.join(map(str, shown))} has no rank")
+    if not compact:  # a draft keeps the numbers the annotator typed
+        return parsed
     levels = {v: n for n, v in enumerate(sorted(set(parsed.values())), 1)}
     return {rid: levels[v] for rid, v in parsed.items()}
 
@@ -161,7 +163,7 @@ def save_draft(store: Store, annotator_id: int, prompt_id: int, ranks: Mapping, 
     with store.transaction() as cur:
         _check_annotator(cur, annotator_id)
         project = _project_of(cur, prompt_id)
-        clean = validate_ranks(ranks, _shown_replies(cur, prompt_id, project.k), complete=False) if ranks else {}
+        clean = validate_ranks(ranks, _shown_replies(cur, prompt_id, project.k), complete=False, compact=False) if ranks else {}
         row = cur.execute("SELECT id, status FROM rankings WHERE prompt_id = ? AND annotator_id = ?", [prompt_id, annotator_id]).fetchone()
         if row and row[1] != "draft":
             raise StoreError(f"this prompt is already {row[1]}; the draft was not saved")

@@ -83,7 +83,7 @@ class CandidateJobs:
         for name in models:
             entry = self.registry.get(name)
             if entry.kind != "causal-lm":
-                raise ValueError(f"{name} is a {entry.kind}, not a model that writes replies")
+                raise ValueError(f"{name} is not a model that writes replies (it is a {entry.kind} model)")
         project = self.store.project(project_id)
         if len(set(models)) == 1 and params.greedy and project.k > 1:
             raise ValueError("one model with temperature 0 writes the same reply k times; raise the temperature or add models")

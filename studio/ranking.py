@@ -241,29 +241,43 @@ def build(ctx: StudioContext) -> gr.Blocks:
             status,
         ]
 
-        def show(view: View) -> list:
+        def show(view: View, before: dict | None = None) -> list:
+            """Component updates for a view; what did not change since ``before`` is skipped.
+
+            Annotators submit all day: re-sending the layout (cards, radios, guidelines) for
+            every prompt of the same project would cost more than the ranking itself.
+            """
             k = len(view.replies)
             ranking = view.mode == "ranking"
-            card_updates = [gr.Column(visible=i < k) for i in range(MAX_K)]
-            text_updates = [gr.Markdown(value=view.replies[i] if i < k else "") for i in range(MAX_K)]
-            radio_updates = [
-                gr.Radio(
-                    choices=[str(n) for n in range(1, k + 1)],
-                    value=str(view.ranks[i]) if i < k and view.ranks[i] else None,
-                    visible=ranking,
-                )
-                for i in range(MAX_K)
-            ]
+            same = bool(before and view.state and before.get("layout") == (view.state["project_id"], k, view.mode))
+            if view.state:
+                view.state["layout"] = (view.state["project_id"], k, view.mode)
+            skip = gr.skip()
+            cards = [skip] * MAX_K if same else [gr.Column(visible=i < k) for i in range(MAX_K)]
+            texts = [gr.Markdown(value=view.replies[i]) if i < k else (skip if same else gr.Markdown(value="")) for i in range(MAX_K)]
+            if same and not ranking:
+                radios = [skip] * MAX_K
+            else:
+                radios = [
+                    gr.Radio(
+                        choices=[str(n) for n in range(1, k + 1)],
+                        value=str(view.ranks[i]) if i < k and view.ranks[i] else None,
+                        visible=ranking,
+                    )
+                    if i < k or not same
+                    else skip
+                    for i in range(MAX_K)
+                ]
             return [
                 view.state,
                 view.progress,
-                view.guidelines,
+                skip if same else view.guidelines,
                 view.conversation,
-                *card_updates,
-                *text_updates,
-                *radio_updates,
-                gr.Row(visible=view.mode == "pairwise"),
-                gr.Button(visible=ranking),
+                *cards,
+                *texts,
+                *radios,
+                skip if same else gr.Row(visible=view.mode == "pairwise"),
+                skip if same else gr.Button(visible=ranking),
                 view.rationale,
                 "",
                 view.status,
@@ -278,16 +292,16 @@ def build(ctx: StudioContext) -> gr.Blocks:
         rank_inputs = {state, rationale, *radios}
 
         def on_submit(data: dict, request: gr.Request):
-            return show(submit(ctx, data[state], [data[r] for r in radios], data[rationale], request))
+            return show(submit(ctx, data[state], [data[r] for r in radios], data[rationale], request), data[state])
 
         def on_pair(verdict):
             def handler(st, why, request: gr.Request):
-                return show(pairwise(ctx, st, verdict, why, request))
+                return show(pairwise(ctx, st, verdict, why, request), st)
 
             return handler
 
         def on_skip(st, reason, request: gr.Request):
-            return show(skip(ctx, st, reason, request))
+            return show(skip(ctx, st, reason, request), st)
 
         def on_draft(data: dict, request: gr.Request):
             return keep_draft(ctx, data[state], [data[r] for r in radios], data[rationale], request)
