@@ -188,7 +188,7 @@ def agreement_summary(ctx: StudioContext, project: str | None) -> tuple[str, pd.
 def recent_activity(ctx: StudioContext, limit: int = 20) -> pd.DataFrame:
     rows = ctx.store.query(
         """
-        SELECT r.updated, a.name, pr.name, r.status, left(p.text, 80), r.skip_reason
+        SELECT strftime(r.updated, '%Y-%m-%d %H:%M:%S'), a.name, pr.name, r.status, left(p.text, 80), r.skip_reason
         FROM rankings r JOIN annotators a ON a.id = r.annotator_id JOIN prompts p ON p.id = r.prompt_id
         JOIN projects pr ON pr.id = p.project_id
         WHERE r.status <> 'draft' ORDER BY r.updated DESC LIMIT ?
@@ -274,10 +274,8 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 completion_plot = gr.HTML(elem_id="dash-completion")
                 completion = gr.Dataframe(label="Projects", interactive=False, elem_id="dash-projects")
                 with gr.Row():
-                    per_annotator = gr.BarPlot(x="name", y="submitted", title="Rankings per annotator", height=240)
-                    reliability = gr.BarPlot(
-                        x="annotator", y="agreement with majority", title="Agreement with the majority", y_lim=[0, 1], height=240
-                    )
+                    per_annotator = gr.HTML(elem_id="dash-per-annotator")
+                    reliability = gr.HTML(elem_id="dash-reliability")
                 agreement = gr.Markdown(elem_id="dash-agreement")
                 activity = gr.Dataframe(label="Recent activity", interactive=False, elem_id="dash-activity")
                 dash_outputs = [completion_plot, completion, per_annotator, agreement, reliability, activity]

@@ -25,6 +25,7 @@ CSS = """
 #studio-user { text-align: right; }
 .reply-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px; }
 .reply-card:focus, .reply-card:focus-within { outline: 3px solid var(--color-accent); outline-offset: 2px; }
+#rank-prompt-box, #rank-prompt { border-width: 1px !important; border-color: var(--border-color-primary) !important; }
 .hint { color: var(--body-text-color-subdued); font-size: 0.9em; }
 .bar-chart { padding: 8px 4px; }
 .bar-title { font-weight: 600; margin-bottom: 6px; }

@@ -159,6 +159,8 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     pairs.write_text("\n".join(json.dumps({"prompt": f"Say hi {i}", "chosen": f"Hi {i}!", "rejected": f"Bye {i}."}) for i in range(2)))
     from gradio_client import handle_file
 
+    dash = admin.predict("triage", api_name="/dashboard")  # through Gradio's own output processing
+    assert "Completion per project" in dash[0] and "4 submitted" not in dash[2] and "ana" in dash[2]
     assert "Imported **2** prompts" in admin.predict("duel", handle_file(str(pairs)), "auto", False, api_name="/import_file")
     pick(page, "rank-project", "duel")
     page.wait_for_selector("#pairwise-row", state="visible", timeout=15_000)
