@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import duckdb
@@ -13,6 +10,7 @@ import pytest
 from annotations.demo import DEMO_PROJECT, demo_prompts, seed_demo
 from annotations.schema import LATEST_VERSION
 from annotations.store import PromptRecord, Store, StoreError, StoreLocked
+from tests.helpers import database_held_by_another_process
 
 
 def test_new_file_gets_the_latest_schema(tmp_path: Path) -> None:
@@ -75,26 +73,9 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
 
 def test_second_process_gets_a_clear_locked_error(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-            import sys, time
-            from annotations.store import Store
-            s = Store({str(path)!r}); print("open", flush=True); sys.stdin.read()
-        """),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(StoreLocked, match=rf"in use by process {holder.pid}.*--db"):
+    with database_held_by_another_process(path) as pid:
+        with pytest.raises(StoreLocked, match=rf"in use by process {pid}.*--db"):
             Store(path)
-    finally:
-        holder.communicate("", timeout=30)
     with Store(path) as store:  # free again once the holder exits
         assert store.schema_version() == LATEST_VERSION
 

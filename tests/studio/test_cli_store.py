@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from studio.cli import main
+from tests.helpers import database_held_by_another_process
 
 PAIRS = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(5)]
 
@@ -51,24 +49,7 @@ def test_bad_import_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.Ca
 
 def test_cli_refuses_a_database_held_by_a_running_studio(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     db = tmp_path / "s.duckdb"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-            import sys
-            from annotations.store import Store
-            s = Store({str(db)!r}); print("open", flush=True); sys.stdin.read()
-        """),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with database_held_by_another_process(db) as pid:
         assert main(["projects", "create", "x", "--db", str(db)]) == 2
         err = capsys.readouterr().err
-        assert f"in use by process {holder.pid}" in err and "studio" in err
-    finally:
-        holder.communicate("", timeout=30)
+        assert f"in use by process {pid}" in err and "studio" in err
