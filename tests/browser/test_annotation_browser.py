@@ -170,6 +170,17 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     _status(page, "rank-status", "Saved.")
     page.keyboard.press("x")
     _status(page, "rank-status", "Nothing left to rank")
+
+    # -- the admin freezes a snapshot from the console --------------------------------------------
+    page.goto(url + "/logout")
+    login(page, url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("tab", name="Admin").click()
+    page.get_by_role("tab", name="Snapshots").click()
+    pick(page, "snap-project", "triage")
+    page.click("#snap-create")
+    _status(page, "snap-manifest", "snap-")
+    assert '"pair_strategy"' in page.inner_text("#snap-manifest") or "pair_strategy" in page.inner_text("#snap-manifest")
+    shot("admin_snapshots")
     page.close()
 
     # -- the store, once the studio has let go of the file -----------------------------------------
