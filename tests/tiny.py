@@ -100,3 +100,30 @@ def make_tiny_encoder(folder: Path, seed: int = 0) -> Path:
     BertModel(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+def tiny_lm_trainer(model_dir: Path, output_dir: Path, max_steps: int, callbacks: list, learning_rate: float = 5e-3):
+    """A real transformers Trainer fine-tuning the tiny LM on the corpus (for run-system tests)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    data = Dataset.from_dict({"text": sorted(set(CORPUS))}).map(
+        lambda row: tokenizer(row["text"], truncation=True, max_length=64), remove_columns=["text"]
+    )
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=4,
+        learning_rate=learning_rate,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        disable_tqdm=True,
+        seed=0,
+    )
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    return Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=callbacks)

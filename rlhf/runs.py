@@ -1,0 +1,209 @@
+"""Run folders: what every training job writes, so the studio can watch, cancel and resume it.
+
+A run folder holds:
+
+    config.yaml     the typed config the job was started with
+    events.jsonl    one JSON object per logged step (written by RunCallback)
+    run.log         the job's stdout and stderr (written by whoever starts it)
+    status.json     state, pid, start / end, error and traceback
+    metrics.json    final metrics
+    trainer/        the trainer's intermediate checkpoints (checkpoint-N), for --resume
+    checkpoint/     the finished model
+
+States: created -> running -> finished | failed | cancelled. SIGTERM asks the trainer to stop
+at the next step boundary and save what it has (state ``cancelled``); a crash records the
+error and traceback (state ``failed``). Readers (the studio, polling) tolerate a half-written
+last event line; status and metrics are replaced atomically.
+
+    run = RunDir.create(Path("runs"), "reward", config_dict)
+    with run_guard(run) as stop:
+        trainer.add_callback(RunCallback(run, stop))
+        trainer.train()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+STATES = ("created", "running", "finished", "failed", "cancelled")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+class RunDir:
+    """One run's folder and the files in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    # -- layout --------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    events_path = property(lambda self: self.path / "events.jsonl")
+    log_path = property(lambda self: self.path / "run.log")
+    status_path = property(lambda self: self.path / "status.json")
+    metrics_path = property(lambda self: self.path / "metrics.json")
+    trainer_dir = property(lambda self: self.path / "trainer")
+    checkpoint_dir = property(lambda self: self.path / "checkpoint")
+
+    @classmethod
+    def create(cls, root: Path, kind: str, config: dict, run_id: str | None = None) -> RunDir:
+        """A new run folder with its config and status ``created``."""
+        if not re.match(r"^[a-z][a-z0-9_-]*$", kind):
+            raise ValueError(f"run kind {kind!r} must be lowercase letters, digits, '-' or '_'")
+        run_id = run_id or f"{kind}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        path = Path(root) / run_id
+        path.mkdir(parents=True, exist_ok=False)
+        run = cls(path)
+        run.config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        _write_json(run.status_path, {"id": run_id, "kind": kind, "state": "created", "created": _now()})
+        return run
+
+    # -- status, events, metrics ---------------------------------------------------------------
+    def status(self) -> dict:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {"id": self.id, "state": "unknown"}
+
+    def set_status(self, **fields) -> dict:
+        status = {**self.status(), **fields}
+        _write_json(self.status_path, status)
+        return status
+
+    def append_event(self, event: dict) -> None:
+        line = json.dumps({"time": time.time(), **event}, default=float)
+        with self.events_path.open("a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+
+    def events(self) -> list[dict]:
+        """Every complete event line (a line still being written is skipped)."""
+        if not self.events_path.is_file():
+            return []
+        out = []
+        for line in self.events_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def write_metrics(self, metrics: dict) -> None:
+        _write_json(self.metrics_path, metrics)
+
+    def metrics(self) -> dict:
+        try:
+            return json.loads(self.metrics_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def tail_log(self, lines: int = 40) -> str:
+        if not self.log_path.is_file():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def config(self) -> dict:
+        return yaml.safe_load(self.config_path.read_text()) or {}
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest intermediate trainer checkpoint (trainer/checkpoint-N), for --resume."""
+        found = [(int(p.name.split("-")[1]), p) for p in self.trainer_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+        return max(found)[1] if found else None
+
+    def is_alive(self) -> bool:
+        """True while the process recorded in status.json still runs."""
+        pid = self.status().get("pid")
+        if not pid or self.status().get("state") != "running":
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, PermissionError, ValueError):
+            return False
+        return True
+
+
+def list_runs(root: Path, kind: str | None = None) -> list[RunDir]:
+    """Runs under ``root``, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [RunDir(p) for p in root.iterdir() if (p / "status.json").is_file()]
+    runs = [r for r in runs if kind is None or r.status().get("kind") == kind]
+    return sorted(runs, key=lambda r: r.status().get("created", ""), reverse=True)
+
+
+class StopRequest:
+    """Set by SIGTERM (or by hand); trainers check it at every step boundary."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+@contextmanager
+def run_guard(run: RunDir, handle_sigterm: bool = True) -> Iterator[StopRequest]:
+    """Mark the run running; record how it ended: finished, cancelled or failed (with traceback)."""
+    stop = StopRequest()
+    previous = None
+    if handle_sigterm and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    run.set_status(state="running", pid=os.getpid(), started=_now(), ended=None, error=None, traceback=None)
+    try:
+        yield stop
+    except BaseException as exc:
+        state = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        run.set_status(state=state, ended=_now(), error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        raise
+    else:
+        run.set_status(state="cancelled" if stop else "finished", ended=_now())
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_callback(run: RunDir, stop: StopRequest):
+    """A transformers TrainerCallback: events.jsonl at every log, stop-and-save on request."""
+    from transformers import TrainerCallback
+
+    class RunCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                run.append_event({"step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps, **logs})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop:
+                control.should_training_stop = True
+                control.should_save = True  # keep what was learned; --resume continues from it
+            return control
+
+    return RunCallback()
