@@ -100,6 +100,75 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Tee:
+    """Write to the terminal and to the run's log at once."""
+
+    def __init__(self, stream, log) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.log.flush()
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rlhf.config import ConfigError, config_to_dict, load_config, save_config
+    from rlhf.reward import RewardRunConfig, train_reward
+    from rlhf.runs import RunDir, run_guard
+
+    trainers = {"reward": (RewardRunConfig, train_reward)}
+    cfg_cls, train = trainers[args.kind]
+    try:
+        if args.resume:
+            run = RunDir(Path(args.resume))
+            if not run.config_path.is_file():
+                raise CliError(f"{run.path} is not a run folder (no config.yaml)")
+            cfg = load_config(cfg_cls, run.config_path)
+        else:
+            if not args.config:
+                raise CliError("give --config FILE (or --resume RUN_FOLDER)")
+            cfg = load_config(cfg_cls, Path(args.config))
+            run = RunDir.create(Path(args.runs_dir), args.kind, config_to_dict(cfg))
+            save_config(cfg, run.config_path)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"run {run.id}: {run.path}", flush=True)
+    with run.log_path.open("a") as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            with run_guard(run) as stop:
+                metrics = train(cfg, run, stop, resume=bool(args.resume))
+        finally:
+            sys.stdout, sys.stderr = out, err
+    state = run.status()["state"]
+    print(f"run {run.id} {state}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return 0
+
+
+def cmd_eval_reward(args: argparse.Namespace) -> int:
+    from rlhf.preference_data import read_pairs
+    from rlhf.reward import evaluate_pairs
+    from rlhf.scoring import RewardScorer
+
+    registry = ModelRegistry()
+    folder = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else registry.resolve(args.checkpoint)
+    result = evaluate_pairs(RewardScorer.load(folder, max_length=args.max_length, device=args.device), read_pairs(Path(args.pairs)))
+    print(f"pairs {result['pairs']}  accuracy {result['accuracy']:.4f}  mean margin {result['mean_margin']:.4f}")
+    for key in ("unanimous", "split"):
+        if f"accuracy_{key}" in result:
+            print(f"  {key}: accuracy {result[f'accuracy_{key}']:.4f} over {result[f'pairs_{key}']} pairs")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the rlhf commands to a parser's subcommands (shared with ``rlhf-studio``)."""
     models = sub.add_parser("models", help="list, add and prepare models", description="The model registry.")
@@ -149,6 +218,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.set_defaults(handler=cmd_generate)
 
+    p = sub.add_parser(
+        "train",
+        help="train a model in a run folder (reward)",
+        description="Start a training run: the config is checked, a run folder is made under --runs-dir "
+        "(config.yaml, events.jsonl, run.log, status.json, metrics.json, checkpoint/), and the result is "
+        "registered. SIGTERM stops at the next step and saves; --resume RUN_FOLDER continues from its last checkpoint.",
+    )
+    p.add_argument("kind", choices=["reward"], help="what to train")
+    p.add_argument("--config", metavar="FILE", help="the run's YAML config")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run folders go (default: %(default)s)")
+    p.add_argument("--resume", metavar="RUN_FOLDER", help="continue a stopped run from its last checkpoint")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained model", description="Evaluate a trained model on held-out data.")
+    esub = p.add_subparsers(dest="eval_kind", required=True, metavar="KIND")
+    e = esub.add_parser(
+        "reward",
+        help="pairwise accuracy and margin of a reward model",
+        description="Score chosen and rejected replies with a reward model and print pairwise accuracy and mean "
+        "margin. Pairs: TRL preference or HH-RLHF files (.jsonl, .json, .parquet, .gz) or a snapshot folder.",
+    )
+    e.add_argument("--checkpoint", required=True, metavar="NAME_OR_FOLDER", help="registered reward model or checkpoint folder")
+    e.add_argument("--pairs", required=True, metavar="FILE", help="the pairs to score")
+    e.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per prompt + reply (default: %(default)s)")
+    e.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    e.set_defaults(handler=cmd_eval_reward)
+
 
 def build_parser(prog: str = "python -m rlhf") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="RLHF Studio's models, generation and training.")
@@ -156,7 +252,11 @@ def build_parser(prog: str = "python -m rlhf") -> argparse.ArgumentParser:
     return parser
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (CliError, ModelError, PromptFileError)
+def _user_errors() -> tuple[type[Exception], ...]:
+    from rlhf.config import ConfigError
+    from rlhf.preference_data import PairFileError
+
+    return (CliError, ModelError, PromptFileError, ConfigError, PairFileError)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None, user_errors: tuple[type[Exception], ...] = ()) -> int:
@@ -164,7 +264,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None, user_err
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except USER_ERRORS + user_errors as exc:
+    except _user_errors() + user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

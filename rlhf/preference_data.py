@@ -1,0 +1,114 @@
+"""Preference pairs for reward training, read from files (the contract with the annotation store).
+
+Sources: a snapshot folder (its ``preference.parquet``), or a file of TRL preference records
+(``prompt`` / ``chosen`` / ``rejected``, plain text or chat messages) or HH-RLHF transcripts
+(``chosen`` / ``rejected`` only): .jsonl, .json, .parquet, optionally gzipped (.jsonl.gz).
+
+    pairs = read_pairs(Path("snapshots/snap-..."))    # list[Pair]
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+
+
+class PairFileError(ValueError):
+    """The pairs cannot be read; the message names the record and the field."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float | None = None
+    agreement: float | None = None  # share of annotators who agreed, when a snapshot says
+
+
+def _render(messages: list[dict]) -> str:
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def _split_hh(text: str, where: str, key: str) -> tuple[str, str]:
+    parts = HH_TURN.split("\n\n" + text.lstrip("\n"))
+    if len(parts) < 5:
+        raise PairFileError(f"{where}: field '{key}' is not an HH-RLHF transcript")
+    turns = [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts), 2)]
+    if turns[-1][0] != "Assistant":
+        raise PairFileError(f"{where}: field '{key}' does not end with an Assistant reply")
+    prompt = "\n\n".join(f"{'User' if r == 'Human' else 'Assistant'}: {t}" for r, t in turns[:-1])
+    return prompt, turns[-1][1]
+
+
+def _text(value, where: str, key: str) -> str:
+    if isinstance(value, list):
+        if not value or not all(isinstance(m, dict) and "content" in m for m in value):
+            raise PairFileError(f"{where}: field '{key}' must be text or a list of messages")
+        return value[-1]["content"] if key != "prompt" else _render(value)
+    if not isinstance(value, str):
+        raise PairFileError(f"{where}: field '{key}' must be text, got {type(value).__name__}")
+    return value
+
+
+def pair_from_record(record: dict, where: str) -> Pair:
+    if not isinstance(record, dict) or "chosen" not in record or "rejected" not in record:
+        raise PairFileError(f"{where}: needs 'chosen' and 'rejected' (and 'prompt', unless HH-RLHF transcripts)")
+    margin = record.get("margin")
+    agreement = record.get("agreement")
+    if record.get("prompt") is not None:
+        return Pair(
+            _text(record["prompt"], where, "prompt"),
+            _text(record["chosen"], where, "chosen"),
+            _text(record["rejected"], where, "rejected"),
+            float(margin) if margin is not None else None,
+            float(agreement) if agreement is not None else None,
+        )
+    prompt, chosen = _split_hh(_text(record["chosen"], where, "chosen"), where, "chosen")
+    prompt_r, rejected = _split_hh(_text(record["rejected"], where, "rejected"), where, "rejected")
+    if prompt != prompt_r:
+        raise PairFileError(f"{where}: 'chosen' and 'rejected' differ before their last reply")
+    return Pair(prompt, chosen, rejected)
+
+
+def read_pairs(source: Path) -> list[Pair]:
+    """Every pair of a snapshot folder or a preference file, in order."""
+    source = Path(source)
+    if source.is_dir():
+        if not (source / "preference.parquet").is_file():
+            raise PairFileError(f"{source} is not a snapshot folder (no preference.parquet)")
+        source = source / "preference.parquet"
+    if not source.is_file():
+        raise PairFileError(f"{source} not found")
+    name = source.name.lower()
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        rows = [(f"{source.name} row {n}", r) for n, r in enumerate(pq.read_table(source).to_pylist(), 1)]
+    else:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(source, "rt", encoding="utf-8") as handle:
+            text = handle.read()
+        if name.endswith((".json", ".json.gz")):
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                raise PairFileError(f"{source.name}: not valid JSON ({exc})") from exc
+            rows = [(f"{source.name} record {n}", r) for n, r in enumerate(data, 1)]
+        else:
+            rows = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append((f"{source.name} line {n}", json.loads(line)))
+                    except ValueError as exc:
+                        raise PairFileError(f"{source.name} line {n}: not valid JSON ({exc})") from exc
+    pairs = [pair_from_record(r, where) for where, r in rows]
+    if not pairs:
+        raise PairFileError(f"{source} holds no pairs")
+    return pairs

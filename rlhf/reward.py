@@ -1,0 +1,179 @@
+"""Reward-model training on preference pairs with trl's RewardTrainer.
+
+    rlhf-studio train reward --config run.yaml          # or: python -m rlhf train reward ...
+
+Input: a snapshot folder or any TRL-format / HH-RLHF preference file. Base: any registered
+model (MiniLM by default; SmolLM2 works too). Pairs are tokenized here, truncated from the left
+so the final reply survives; none are dropped (trl's own max_length filter would silently drop
+long pairs). Full fine-tune or LoRA. A held-out split gives pairwise accuracy and mean margin,
+split by annotator agreement when the snapshot carries it. The finished model is saved to the
+run's ``checkpoint/`` and registered with its lineage.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlhf.preference_data import Pair, read_pairs
+from rlhf.scoring import RewardScorer, encode_pair
+
+
+@dataclass
+class RewardRunConfig:
+    data: str = field(default="", metadata={"help": "snapshot folder or preference file (TRL or HH-RLHF; .jsonl, .json, .parquet, .gz)"})
+    base_model: str = field(default="minilm-l6", metadata={"help": "registered model name or local folder to start from"})
+    method: str = field(default="full", metadata={"help": "full (every weight) or lora (adapters, merged at the end)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs"})
+    batch_size: int = field(default=16, metadata={"help": "pairs per step"})
+    max_length: int = field(default=256, metadata={"help": "tokens per prompt + reply; longer texts lose their start"})
+    eval_fraction: float = field(default=0.2, metadata={"help": "share of pairs held out for evaluation (ignored with eval_data)"})
+    eval_data: str | None = field(default=None, metadata={"help": "a separate held-out pairs file (optional)"})
+    seed: int = field(default=0, metadata={"help": "random seed (split, head initialisation, shuffling)"})
+    logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
+    save_steps: int = field(default=50, metadata={"help": "save a resumable checkpoint every N steps"})
+    register_as: str | None = field(default=None, metadata={"help": "registry name for the result (default: the run id)"})
+
+    def __post_init__(self) -> None:
+        if self.method not in ("full", "lora"):
+            raise ValueError(f"method must be 'full' or 'lora', got {self.method!r}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.batch_size < 1 or self.max_length < 8:
+            raise ValueError("batch_size must be >= 1 and max_length >= 8")
+
+
+def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_eval = int(round(len(pairs) * fraction))
+    return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
+
+
+def evaluate_pairs(scorer: RewardScorer, pairs: list[Pair]) -> dict:
+    """Pairwise accuracy and mean margin (chosen score minus rejected), by agreement if known."""
+    if not pairs:
+        return {}
+    chosen = scorer.score_batch([(p.prompt, p.chosen) for p in pairs])
+    rejected = scorer.score_batch([(p.prompt, p.rejected) for p in pairs])
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    out = {"pairs": len(pairs), "accuracy": sum(m > 0 for m in margins) / len(pairs), "mean_margin": sum(margins) / len(pairs)}
+    groups = {"unanimous": [m for m, p in zip(margins, pairs, strict=True) if p.agreement is not None and p.agreement >= 1.0]}
+    groups["split"] = [m for m, p in zip(margins, pairs, strict=True) if p.agreement is not None and p.agreement < 1.0]
+    for name, ms in groups.items():
+        if ms:
+            out[f"accuracy_{name}"] = sum(m > 0 for m in ms) / len(ms)
+            out[f"pairs_{name}"] = len(ms)
+    return out
+
+
+def _lora_targets(model) -> list[str]:
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    for candidates in (["query", "value"], ["q_proj", "v_proj"], ["c_attn"]):
+        if all(c in names for c in candidates):
+            return candidates
+    raise ValueError("cannot pick LoRA target modules for this architecture; use method: full")
+
+
+def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = False) -> dict:
+    """Train, evaluate, save and register; returns the metrics (also in run/metrics.json)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from rlhf.registry import ModelRegistry
+    from rlhf.runs import run_callback
+
+    registry = registry or ModelRegistry()
+    if not cfg.data:
+        raise ValueError("the config needs 'data': a snapshot folder or a preference file")
+    pairs = read_pairs(Path(cfg.data))
+    if cfg.eval_data:
+        train_pairs, eval_pairs = pairs, read_pairs(Path(cfg.eval_data))
+    else:
+        train_pairs, eval_pairs = split_pairs(pairs, cfg.eval_fraction, cfg.seed)
+    folder = registry.resolve(cfg.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token  # encoders end a pair with [SEP]; trl wants an end token
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    peft_config = None
+    if cfg.method == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=_lora_targets(model))
+
+    def encode(batch: list[Pair]) -> Dataset:
+        return Dataset.from_dict(
+            {
+                "chosen_ids": [encode_pair(tokenizer, p.prompt, p.chosen, cfg.max_length) for p in batch],
+                "rejected_ids": [encode_pair(tokenizer, p.prompt, p.rejected, cfg.max_length) for p in batch],
+            }
+        )
+
+    train_set = encode(train_pairs)
+    use_cuda = torch.cuda.is_available()
+    args = RewardConfig(
+        output_dir=str(run.trainer_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        max_length=None,  # already truncated above; trl would otherwise drop long pairs
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        eval_strategy="no",
+        report_to=[],
+        bf16=use_cuda and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=False,
+        use_cpu=not use_cuda,
+        disable_tqdm=True,
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[run_callback(run, stop)],
+    )
+    last = run.last_checkpoint() if resume else None
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+    final = trainer.model
+    if cfg.method == "lora":
+        final = final.merge_and_unload()
+    final.save_pretrained(run.checkpoint_dir)
+    tokenizer.save_pretrained(run.checkpoint_dir)
+    scorer = RewardScorer(final, tokenizer, cfg.max_length)
+    metrics = {
+        "train_pairs": len(train_pairs),
+        "dropped_pairs": 0,
+        **{f"eval_{k}": v for k, v in evaluate_pairs(scorer, eval_pairs).items()},
+    }
+    metrics["stopped_early"] = bool(stop)
+    run.write_metrics(metrics)
+    run.append_event({"step": trainer.state.global_step, "final": True, **metrics})
+    if not stop:
+        entry = registry.add(
+            run.checkpoint_dir,
+            name=cfg.register_as or run.id,
+            source=f"reward run {run.id}",
+            lineage={"run": run.id, "data": cfg.data, "base_model": cfg.base_model, "method": cfg.method},
+            replace=True,
+        )
+        metrics["registered_as"] = entry.name
+        run.write_metrics(metrics)
+    return metrics

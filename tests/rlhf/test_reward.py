@@ -1,0 +1,179 @@
+"""Reward training on a tiny separable dataset, scoring, the train/eval commands, pair files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf.preference_data import PairFileError, read_pairs
+from rlhf.registry import ModelRegistry
+from rlhf.reward import RewardRunConfig, evaluate_pairs, split_pairs, train_reward
+from rlhf.runs import RunDir, run_guard
+from rlhf.scoring import RewardScorer, encode_pair
+from studio.cli import main
+
+WORDS = ["capital", "France", "Paris", "reward", "model", "policy", "sea", "light", "sugar", "function"]
+
+
+def separable_pairs(n: int, seed: int = 0) -> list[dict]:
+    """Chosen replies say 'good', rejected ones 'bad': a reward model can learn this in seconds."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = " ".join(rng.choice(WORDS) for _ in range(6))
+        filler = " ".join(rng.choice(WORDS) for _ in range(4))
+        rows.append({"prompt": prompt, "chosen": f"{filler} good good", "rejected": f"{filler} bad bad"})
+    return rows
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in separable_pairs(96)))
+    return path
+
+
+def _train(tmp_path: Path, cfg: RewardRunConfig, registry: ModelRegistry) -> tuple[RunDir, dict]:
+    run = RunDir.create(tmp_path / "runs", "reward", {})
+    with run_guard(run, handle_sigterm=False) as stop:
+        metrics = train_reward(cfg, run, stop, registry=registry)
+    return run, metrics
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_training_raises_pairwise_accuracy(
+    tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, pairs_file: Path, method: str
+) -> None:
+    registry = ModelRegistry()
+    registry.add(tiny_encoder_dir, name="tiny-enc")
+    cfg = RewardRunConfig(
+        data=str(pairs_file),
+        base_model="tiny-enc",
+        method=method,
+        learning_rate=3e-3 if method == "full" else 1e-2,
+        epochs=6,
+        batch_size=8,
+        max_length=32,
+        eval_fraction=0.25,
+        logging_steps=2,
+        save_steps=1000,
+        lora_r=4,
+        lora_alpha=8,
+    )
+    train, held_out = split_pairs(read_pairs(pairs_file), cfg.eval_fraction, cfg.seed)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(cfg.seed)
+    untrained = RewardScorer(
+        AutoModelForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=1),
+        AutoTokenizer.from_pretrained(tiny_encoder_dir),
+        32,
+    )
+    before = evaluate_pairs(untrained, held_out)
+    run, metrics = _train(tmp_path, cfg, registry)
+    # An untrained head already leans one way on "good" vs "bad" (so its accuracy is 0 or 1 by
+    # chance); what training must do is make the chosen reply win by a clear margin.
+    assert metrics["eval_accuracy"] >= 0.9
+    assert metrics["eval_mean_margin"] > before["mean_margin"] + 0.5
+    assert metrics["train_pairs"] == len(train) == 72 and metrics["eval_pairs"] == 24
+    # weights changed, the checkpoint scores like the trained model, and it is registered with lineage
+    trained = AutoModelForSequenceClassification.from_pretrained(run.checkpoint_dir)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=1)
+    assert any(not torch.equal(a, b) for a, b in zip(base.bert.parameters(), trained.bert.parameters(), strict=True))
+    scorer = RewardScorer.load(run.checkpoint_dir, max_length=32)
+    assert scorer.score("capital sea", "France good good") > scorer.score("capital sea", "France bad bad")
+    entry = registry.get(metrics["registered_as"])
+    assert entry.kind == "reward-model" and entry.lineage["base_model"] == "tiny-enc" and entry.lineage["data"] == str(pairs_file)
+    losses = [e["loss"] for e in run.events() if "loss" in e]
+    assert losses and losses[-1] < losses[0]
+    assert run.status()["state"] == "finished"
+
+
+def test_left_truncation_keeps_the_reply(tiny_encoder_dir: Path, tiny_lm_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    enc = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    ids = encode_pair(enc, "sea " * 200, "paris good", 16)
+    reply = enc("paris good", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 16 and ids[-len(reply) - 1 :] == reply + [enc.sep_token_id] and ids[0] == enc.cls_token_id
+    dec = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    ids = encode_pair(dec, "sea " * 200, "Paris is good", 16)
+    assert len(ids) == 16 and ids[-1] == dec.eos_token_id and "Paris is good" in dec.decode(ids)
+
+
+def test_pair_files(tmp_path: Path) -> None:
+    hh = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    gz = tmp_path / "hh.jsonl.gz"
+    with gzip.open(gz, "wt") as handle:
+        handle.write(json.dumps(hh) + "\n")
+    [pair] = read_pairs(gz)
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("User: hi", "hello", "go away")
+    conv = tmp_path / "conv.json"
+    conv.write_text(
+        json.dumps(
+            [
+                {
+                    "prompt": [{"role": "user", "content": "q"}],
+                    "chosen": [{"role": "assistant", "content": "a"}],
+                    "rejected": [{"role": "assistant", "content": "b"}],
+                }
+            ]
+        )
+    )
+    assert read_pairs(conv)[0].chosen == "a"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "chosen": "a"}\n')
+    with pytest.raises(PairFileError, match="bad.jsonl line 1: needs 'chosen' and 'rejected'"):
+        read_pairs(bad)
+    with pytest.raises(PairFileError, match="not a snapshot folder"):
+        read_pairs(tmp_path)
+
+
+def test_snapshot_agreement_splits_the_accuracy(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    rows = {"prompt": ["p", "p"], "chosen": ["good", "good"], "rejected": ["bad", "bad"], "agreement": [1.0, 0.5]}
+    pq.write_table(pa.table(rows), snap / "preference.parquet")
+
+    class Fixed:
+        def score_batch(self, pairs):
+            return [1.0 if r == "good" else 0.0 for _, r in pairs]
+
+    result = evaluate_pairs(Fixed(), read_pairs(snap))
+    assert result["accuracy_unanimous"] == 1.0 and result["pairs_split"] == 1
+
+
+def test_train_and_eval_commands(tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, pairs_file: Path, capsys) -> None:
+    ModelRegistry().add(tiny_encoder_dir, name="tiny-enc")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: {pairs_file}\nbase_model: tiny-enc\nepochs: 1\nbatch_size: 16\nmax_length: 32\nregister_as: my-rm\n")
+    assert main(["train", "reward", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "finished" in out and "registered_as=my-rm" in out
+    [run_path] = (tmp_path / "runs").iterdir()
+    assert "# registered model name or local folder to start from" in (run_path / "config.yaml").read_text()
+    assert "loss" in (run_path / "run.log").read_text()
+    assert main(["eval", "reward", "--checkpoint", "my-rm", "--pairs", str(pairs_file), "--max-length", "32"]) == 0
+    assert "pairs 96  accuracy" in capsys.readouterr().out
+
+
+def test_train_command_errors(tmp_path: Path, studio_home: Path, capsys) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("data: nowhere.jsonl\nepochs: two\n")
+    assert main(["train", "reward", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "epochs: expected a number" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # a bad config makes no run folder
+    config.write_text(f"data: {tmp_path / 'nowhere.jsonl'}\n")
+    assert main(["train", "reward", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "nowhere.jsonl not found" in capsys.readouterr().err
+    [run_path] = (tmp_path / "runs").iterdir()
+    status = json.loads((run_path / "status.json").read_text())
+    assert status["state"] == "failed" and "not found" in status["error"] and "Traceback" in status["traceback"]
