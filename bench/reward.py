@@ -1,6 +1,6 @@
 """Reward models on real human preferences: our trainer against plain trl RewardTrainer.
 
-    .venv/bin/python -m bench.reward [--epochs 2] [--lr 3e-5]
+    .venv/bin/python -m bench.reward [--epochs 2] [--lr 1e-4]
 
 Data: ../shared/data/hh-rlhf-harmless-dev.jsonl.gz (1,500 HH-RLHF harmless pairs), shuffled
 with seed 0 and split 1,200 train / 300 held out, the same for both. Base: all-MiniLM-L6-v2.
@@ -119,7 +119,7 @@ def ours(train_rows: list[dict], held_out: list[dict], work: Path, epochs: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args()
     rows = hh_pairs()
     random.Random(0).shuffle(rows)
