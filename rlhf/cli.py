@@ -26,7 +26,9 @@ class CliError(Exception):
 def _fmt_params(n: int | None) -> str:
     if not n:
         return "?"
-    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}B"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
