@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -121,10 +123,36 @@ class _Tee:
         return False
 
 
+def _writes_to(stream, path: Path) -> bool:
+    """True when ``stream`` is already the file at ``path`` (the studio sends output to run.log)."""
+    try:
+        return path.is_file() and os.path.samestat(os.fstat(stream.fileno()), path.stat())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _run_under_accelerate(kind: str, run, num_processes: int) -> int:
+    """Re-execute the same command under ``accelerate launch``; the child does the training."""
+    import subprocess
+
+    from rlhf.launch import LAUNCHED_ENV, accelerate_command
+
+    cmd = accelerate_command(kind, run.path, num_processes)
+    print("launching: " + " ".join(cmd), flush=True)
+    child = subprocess.Popen(cmd, env={**os.environ, LAUNCHED_ENV: "1"})
+    # A SIGTERM to this process is passed on, so cancelling either process stops the run.
+    signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
+    rc = child.wait()
+    if rc != 0 and run.status().get("state") in ("created", "running"):
+        run.set_status(state="failed", error=f"accelerate launch exited with status {rc}; see run.log")
+    return rc
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rlhf.config import ConfigError, config_to_dict, load_config, save_config
+    from rlhf.launch import is_main_process, under_launcher
     from rlhf.reward import RewardRunConfig, train_reward
-    from rlhf.runs import RunDir, run_guard
+    from rlhf.runs import RunDir, StopRequest, run_guard
 
     trainers = {"reward": (RewardRunConfig, train_reward)}
     cfg_cls, train = trainers[args.kind]
@@ -133,6 +161,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             run = RunDir(Path(args.resume))
             if not run.config_path.is_file():
                 raise CliError(f"{run.path} is not a run folder (no config.yaml)")
+            if run.status().get("kind") not in (None, args.kind):
+                raise CliError(f"{run.path} is a {run.status().get('kind')} run, not a {args.kind} run")
+            if run.is_alive() and run.status().get("pid") != os.getpid():
+                raise CliError(f"run {run.id} is still running (pid {run.status()['pid']}); cancel it first")
             cfg = load_config(cfg_cls, run.config_path)
         else:
             if not args.config:
@@ -142,13 +174,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             save_config(cfg, run.config_path)
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
-    print(f"run {run.id}: {run.path}", flush=True)
+    # A prepared run (state "created", e.g. made by the studio) starts fresh; a stopped one resumes.
+    resume = bool(args.resume) and run.last_checkpoint() is not None
+    if cfg.launcher == "accelerate" and not under_launcher():
+        print(f"run {run.id}: {run.path}", flush=True)
+        return _run_under_accelerate(args.kind, run, cfg.num_processes)
+    if not is_main_process():
+        train(cfg, run, StopRequest(), resume=resume)
+        return 0
+    print(f"run {run.id}: {run.path}" + (f" (resuming from {run.last_checkpoint().name})" if resume else ""), flush=True)
     with run.log_path.open("a") as log:
         out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        if not _writes_to(out, run.log_path):
+            sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
         try:
             with run_guard(run) as stop:
-                metrics = train(cfg, run, stop, resume=bool(args.resume))
+                metrics = train(cfg, run, stop, resume=resume)
         finally:
             sys.stdout, sys.stderr = out, err
     state = run.status()["state"]

@@ -16,12 +16,13 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf.launch import LaunchFields, is_main_process
 from rlhf.preference_data import Pair, read_pairs
 from rlhf.scoring import RewardScorer, encode_pair
 
 
 @dataclass
-class RewardRunConfig:
+class RewardRunConfig(LaunchFields):
     data: str = field(default="", metadata={"help": "snapshot folder or preference file (TRL or HH-RLHF; .jsonl, .json, .parquet, .gz)"})
     base_model: str = field(default="minilm-l6", metadata={"help": "registered model name or local folder to start from"})
     method: str = field(default="full", metadata={"help": "full (every weight) or lora (adapters, merged at the end)"})
@@ -39,6 +40,7 @@ class RewardRunConfig:
     register_as: str | None = field(default=None, metadata={"help": "registry name for the result (default: the run id)"})
 
     def __post_init__(self) -> None:
+        self.check_launch()
         if self.method not in ("full", "lora"):
             raise ValueError(f"method must be 'full' or 'lora', got {self.method!r}")
         if not 0 <= self.eval_fraction < 1:
@@ -152,6 +154,8 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     last = run.last_checkpoint() if resume else None
     trainer.train(resume_from_checkpoint=str(last) if last else None)
 
+    if not is_main_process():
+        return {}  # rank 0 saves, evaluates and registers
     final = trainer.model
     if cfg.method == "lora":
         final = final.merge_and_unload()

@@ -197,7 +197,7 @@ def run_callback(run: RunDir, stop: StopRequest):
 
     class RunCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
+            if logs and state.is_world_process_zero:
                 run.append_event({"step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps, **logs})
 
         def on_step_end(self, args, state, control, **kwargs):

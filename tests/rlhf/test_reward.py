@@ -177,3 +177,50 @@ def test_train_command_errors(tmp_path: Path, studio_home: Path, capsys) -> None
     [run_path] = (tmp_path / "runs").iterdir()
     status = json.loads((run_path / "status.json").read_text())
     assert status["state"] == "failed" and "not found" in status["error"] and "Traceback" in status["traceback"]
+
+
+def _prepared_run(tmp_path: Path, pairs_file: Path, **extra) -> RunDir:
+    """A run folder as the studio prepares it: config.yaml and status 'created', nothing trained."""
+    from rlhf.config import config_to_dict, save_config
+
+    cfg = RewardRunConfig(data=str(pairs_file), base_model="tiny-enc", epochs=1, batch_size=16, max_length=32, **extra)
+    run = RunDir.create(tmp_path / "runs", "reward", config_to_dict(cfg))
+    save_config(cfg, run.config_path)
+    return run
+
+
+def _run_command(cmd: list[str], run: RunDir, studio_home: Path) -> int:
+    import os
+    import subprocess
+
+    env = {**os.environ, "STUDIO_HOME": str(studio_home)}
+    with run.log_path.open("a") as log:  # as the studio does: the child's output is the run's log
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=300).returncode
+
+
+def test_a_prepared_run_trains_in_a_subprocess_without_doubling_its_log(
+    tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, pairs_file: Path
+) -> None:
+    from rlhf.launch import train_command
+
+    ModelRegistry().add(tiny_encoder_dir, name="tiny-enc")
+    run = _prepared_run(tmp_path, pairs_file, register_as="sub-rm")
+    assert _run_command(train_command("reward", run.path), run, studio_home) == 0, run.tail_log()
+    assert run.status()["state"] == "finished"
+    log = run.log_path.read_text()
+    assert log.count(f"run {run.id}: ") == 1  # output went to run.log once, not teed into itself
+    assert "sub-rm" in ModelRegistry().names("reward-model")
+
+
+def test_accelerate_launch_with_one_cpu_process(tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, pairs_file: Path) -> None:
+    from rlhf.launch import train_command
+
+    ModelRegistry().add(tiny_encoder_dir, name="tiny-enc")
+    run = _prepared_run(tmp_path, pairs_file, launcher="accelerate", num_processes=1, register_as="acc-rm")
+    assert _run_command(train_command("reward", run.path), run, studio_home) == 0, run.tail_log()
+    log = run.log_path.read_text()
+    assert "accelerate.commands.launch --num_processes 1" in log
+    status = run.status()
+    assert status["state"] == "finished", run.tail_log()
+    assert run.metrics()["eval_pairs"] > 0 and run.events()
+    assert "acc-rm" in ModelRegistry().names("reward-model")

@@ -1,0 +1,59 @@
+"""How a training command runs: plain Python, or under ``accelerate launch`` when the config asks.
+
+Every run config carries ``launcher`` ("python" or "accelerate") and ``num_processes``. The
+``train`` command re-executes itself under ``accelerate launch`` for the second kind (multi-GPU,
+multi-node and DeepSpeed set-ups come from accelerate's own config file, see
+``accelerate config``); the relaunched process sees ``RLHF_LAUNCHED=1`` and trains. Only the
+main process (rank 0) writes status, events and metrics.
+
+    command = train_command("reward", Path("runs/reward-x"))     # what the studio starts
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAUNCHED_ENV = "RLHF_LAUNCHED"
+
+
+@dataclass
+class LaunchFields:
+    """Mixed into every run config."""
+
+    launcher: str = field(default="python", metadata={"help": "python (one process) or accelerate (accelerate launch of the same command)"})
+    num_processes: int = field(default=1, metadata={"help": "processes for accelerate launch (one per GPU; 1 on CPU)"})
+
+    def check_launch(self) -> None:
+        if self.launcher not in ("python", "accelerate"):
+            raise ValueError(f"launcher must be 'python' or 'accelerate', got {self.launcher!r}")
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
+
+
+def train_command(kind: str, run_folder: Path) -> list[str]:
+    """The command that trains the prepared run folder (its config.yaml decides the launcher)."""
+    return [sys.executable, "-m", "rlhf", "train", kind, "--resume", str(run_folder)]
+
+
+def accelerate_command(kind: str, run_folder: Path, num_processes: int) -> list[str]:
+    """``accelerate launch`` of the same training command, forced onto the CPU when there is no GPU."""
+    import torch
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+    if not torch.cuda.is_available():
+        cmd.append("--cpu")
+    elif num_processes > 1:
+        cmd.append("--multi_gpu")
+    return [*cmd, "-m", "rlhf", "train", kind, "--resume", str(run_folder)]
+
+
+def under_launcher() -> bool:
+    return os.environ.get(LAUNCHED_ENV) == "1"
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no distributed launch at all)."""
+    return int(os.environ.get("RANK", "0")) == 0
