@@ -98,17 +98,22 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: Any, path: Path) -> Path:
-    """Write YAML with each key's help text as a comment above it."""
+def config_yaml(cfg: Any) -> str:
+    """The config as YAML, each key preceded by its help text as a comment."""
     lines = [f"# {type(cfg).__name__}"]
     for f in dataclasses.fields(cfg):
         help_text = f.metadata.get("help")
         if help_text:
             lines.append(f"# {help_text}")
         lines.append(yaml.safe_dump({f.name: getattr(cfg, f.name)}, sort_keys=False, allow_unicode=True).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def save_config(cfg: Any, path: Path) -> Path:
+    """Write :func:`config_yaml` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text(config_yaml(cfg))
     tmp.replace(path)
     return path

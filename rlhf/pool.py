@@ -1,4 +1,4 @@
-"""A small cache of loaded models, so the chat does not reload a model for every message.
+"""Small caches of loaded models, so the chat and the reward box do not reload a model per request.
 
 One pool belongs to one running studio (it is created by the app, never at import time).
 It keeps the most recently used ``capacity`` models and loads each at most once, even when
@@ -9,10 +9,41 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from rlhf.generation import GenerationEngine
 from rlhf.loading import load_causal_lm
+from rlhf.modelfiles import ModelError
 from rlhf.registry import ModelRegistry
+from rlhf.scoring import RewardScorer
+
+T = TypeVar("T")
+
+
+class _Cache(Generic[T]):
+    """The most recently used ``capacity`` objects by name; each is loaded at most once."""
+
+    def __init__(self, load: Callable[[str], T], capacity: int) -> None:
+        self._load = load
+        self.capacity = max(1, capacity)
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> T:
+        with self._lock:
+            if name in self._items:
+                self._items.move_to_end(name)
+                return self._items[name]
+            item = self._load(name)
+            self._items[name] = item
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+            return item
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._items)
 
 
 class EnginePool:
@@ -20,24 +51,34 @@ class EnginePool:
 
     def __init__(self, registry: ModelRegistry, capacity: int = 2, device: str | None = None) -> None:
         self.registry = registry
-        self.capacity = max(1, capacity)
         self.device = device
-        self._engines: OrderedDict[str, GenerationEngine] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: _Cache[GenerationEngine] = _Cache(self._load, capacity)
+
+    def _load(self, name: str) -> GenerationEngine:
+        model, tokenizer = load_causal_lm(name, self.registry, device=self.device)
+        return GenerationEngine(model, tokenizer)
 
     def get(self, name: str) -> GenerationEngine:
         """The engine for ``name``, loading the model if it is not cached."""
-        with self._lock:
-            if name in self._engines:
-                self._engines.move_to_end(name)
-                return self._engines[name]
-            model, tokenizer = load_causal_lm(name, self.registry, device=self.device)
-            engine = GenerationEngine(model, tokenizer)
-            self._engines[name] = engine
-            while len(self._engines) > self.capacity:
-                self._engines.popitem(last=False)
-            return engine
+        return self._cache.get(name)
 
     def loaded(self) -> list[str]:
-        with self._lock:
-            return list(self._engines)
+        return self._cache.loaded()
+
+
+class ScorerPool:
+    """Loaded reward models by registry name (for the studio's "try it" box and reward sources)."""
+
+    def __init__(self, registry: ModelRegistry, capacity: int = 2, device: str | None = None) -> None:
+        self.registry = registry
+        self.device = device
+        self._cache: _Cache[RewardScorer] = _Cache(self._load, capacity)
+
+    def _load(self, name: str) -> RewardScorer:
+        entry = self.registry.get(name)
+        if entry.kind != "reward-model":
+            raise ModelError(f"{name} is a {entry.kind} model, not a reward model")
+        return RewardScorer.load(self.registry.resolve(name), device=self.device)
+
+    def get(self, name: str) -> RewardScorer:
+        return self._cache.get(name)

@@ -113,6 +113,21 @@ class RunDir:
                 continue
         return out
 
+    def last_event(self) -> dict | None:
+        """The newest complete event, read from the end of the file (cheap for long runs)."""
+        if not self.events_path.is_file():
+            return None
+        with self.events_path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - 16384))
+            lines = handle.read().decode(errors="replace").splitlines()
+        for line in reversed(lines):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+        return None
+
     def write_metrics(self, metrics: dict) -> None:
         _write_json(self.metrics_path, metrics)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import admin, chat, ranking
+from studio import admin, chat, ranking, reward_tab
 from studio.auth import current_user, ensure_admin, make_auth
 from studio.context import StudioContext
 
@@ -35,6 +35,8 @@ CSS = """
 .bar-fill { display: block; background: var(--color-accent); height: 12px; border-radius: 5px; }
 .bar-text { color: var(--body-text-color-subdued); font-size: 0.9em; }
 .bar-empty { color: var(--body-text-color-subdued); }
+.line-chart { padding: 6px 2px; }
+.chart-legend { font-size: 0.85em; margin-top: 2px; }
 """
 
 
@@ -62,6 +64,8 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                 chat.build(ctx)
             with gr.Tab("Rank", id="rank"):
                 ranking.build(ctx)
+            with gr.Tab("Reward model", id="reward", visible=False) as reward_tab_:
+                reward_tab.build(ctx)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
                 admin.build(ctx)
 
@@ -69,9 +73,9 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
             text, is_admin = whoami(ctx, request)
             # Annotators land on the ranking screen; the admin tab exists only for admins (and
             # its handlers check the role again on the server).
-            return text, gr.Tab(visible=is_admin), gr.Tabs(selected="chat" if is_admin else "rank")
+            return text, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tabs(selected="chat" if is_admin else "rank")
 
-        app.load(on_load, None, [user_md, admin_tab, tabs], api_name=False)
+        app.load(on_load, None, [user_md, reward_tab_, admin_tab, tabs], api_name=False)
     return app
 
 

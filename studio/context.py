@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotations.store import Store
-from rlhf.pool import EnginePool
+from rlhf.pool import EnginePool, ScorerPool
 from rlhf.registry import ModelRegistry
 from studio.candidates import CandidateJobs
+from studio.launcher import RunLauncher
 
 
 @dataclass
@@ -21,13 +22,24 @@ class StudioContext:
     registry: ModelRegistry
     engines: EnginePool
     jobs: CandidateJobs
+    launcher: RunLauncher
+    scorers: ScorerPool
 
     @classmethod
     def open(cls, db: str | Path, home: Path | None = None, device: str | None = None) -> StudioContext:
         registry = ModelRegistry(home)
         store = Store(db)
         engines = EnginePool(registry, device=device)
-        return cls(store=store, registry=registry, engines=engines, jobs=CandidateJobs(store, engines, registry))
+        # Training runs live beside the database and find models in the same STUDIO_HOME.
+        launcher = RunLauncher(store.path.resolve().parent / "runs", env={"STUDIO_HOME": str(registry.home)})
+        return cls(
+            store=store,
+            registry=registry,
+            engines=engines,
+            jobs=CandidateJobs(store, engines, registry),
+            launcher=launcher,
+            scorers=ScorerPool(registry, device=device),
+        )
 
     @property
     def snapshot_root(self) -> Path:

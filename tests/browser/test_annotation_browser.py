@@ -25,12 +25,13 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def annotation_studio(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path):
+def annotation_studio(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path, tiny_encoder_dir: Path):
     from rlhf.registry import ModelRegistry
 
     work = tmp_path_factory.mktemp("annotation")
     home = work / "home"
     ModelRegistry(home).add(tiny_lm_dir, name="tiny")
+    ModelRegistry(home).add(tiny_encoder_dir, name="tiny-enc")
     db = work / "studio.duckdb"
     proc, url = start_studio(db, home, work / "studio.log")
     yield {"url": url, "proc": proc, "db": db, "work": work}
@@ -181,6 +182,31 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     _status(page, "snap-manifest", "snap-")
     assert '"pair_strategy"' in page.inner_text("#snap-manifest") or "pair_strategy" in page.inner_text("#snap-manifest")
     shot("admin_snapshots")
+
+    # -- a reward model trained on that snapshot from its tab, then tried -------------------------
+    page.get_by_role("tab", name="Reward model").click()
+    page.click("#reward-data input")
+    page.locator("#reward-data li[role=option]").first.click()
+    pick(page, "reward-base", "tiny-enc")
+    page.fill("#cfg-RewardRunConfig-epochs input", "3")
+    page.fill("#cfg-RewardRunConfig-register_as textarea", "browser-rm")
+    page.locator("#cfg-RewardRunConfig-register_as textarea").press("Tab")
+    page.get_by_text("Config file and command").click()
+    _status(page, "reward-command", "rlhf-studio train reward --config run.yaml")
+    page.click("#reward-launch")
+    _status(page, "reward-summary", "finished", timeout=180_000)
+    _status(page, "reward-runs", "browser-rm", timeout=30_000)
+    assert "<svg" in page.inner_html("#reward-plots")
+    shot("reward_run_finished")
+    page.click("#try-model input")
+    page.click('#try-model li[role=option][aria-label="browser-rm"]')
+    page.fill("#try-prompt textarea", "Name three primary colours.")
+    page.fill("#try-a textarea", "Red, yellow and blue.")
+    page.fill("#try-b textarea", "I like turtles.")
+    page.click("#try-score")
+    _status(page, "try-verdict", "P(A preferred)")
+    assert "browser-rm prefers reply" in page.inner_text("#try-verdict") or "scores them equal" in page.inner_text("#try-verdict")
+    shot("reward_try_it")
     page.close()
 
     # -- the store, once the studio has let go of the file -----------------------------------------

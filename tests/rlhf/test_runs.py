@@ -123,6 +123,8 @@ def test_half_written_event_lines_are_skipped(tmp_path: Path) -> None:
     with run.events_path.open("a") as handle:
         handle.write('{"step": 2, "lo')  # the trainer is mid-write while the studio polls
     assert [e["step"] for e in run.events()] == [1]
+    assert run.last_event()["step"] == 1
+    assert RunDir.create(tmp_path / "runs", "empty", {}).last_event() is None
     with pytest.raises(FileExistsError):
         RunDir.create(tmp_path / "runs", "demo", {}, run_id=run.id)
     with pytest.raises(ValueError, match="run kind"):

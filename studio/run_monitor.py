@@ -1,0 +1,159 @@
+"""Watching training runs: the runs table, a run's progress, plots, log tail and cancel button.
+
+Shared by every training screen (reward model now; PPO, SFT and DPO use the same parts). All
+figures come from the run folder (status.json, events.jsonl, metrics.json, run.log), polled by
+a ``gr.Timer``, so a restarted studio shows the runs still going.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+
+from rlhf.runs import RunDir
+from studio.auth import require_admin
+from studio.context import StudioContext
+from studio.launcher import RunLauncher
+from studio.render import line_chart, progress_bar
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes from library loggers
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    keys: tuple[str, ...]  # event fields drawn as lines, by step
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def progress(run: RunDir, events: list[dict], state: str) -> tuple[float, str]:
+    """(fraction done, caption with step, elapsed and time left)."""
+    steps = [e for e in events if isinstance(e.get("step"), int | float) and e.get("max_steps")]
+    if state == "finished":
+        return 1.0, "finished"
+    if not steps:
+        return 0.0, "starting: loading the model and the data" if state in ("created", "running") else state
+    last = steps[-1]
+    fraction = min(1.0, last["step"] / max(1, last["max_steps"]))
+    text = f"step {last['step']} of {last['max_steps']}"
+    first = steps[0]
+    if last["step"] > first["step"] and state == "running":
+        per_step = (last["time"] - first["time"]) / (last["step"] - first["step"])
+        text += f" · about {_duration(per_step * (last['max_steps'] - last['step']))} left"
+    return fraction, text
+
+
+def series(events: list[dict], keys: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list[tuple[float, float]]] = {}
+    for key in keys:
+        pts = [(float(e["step"]), float(e[key])) for e in events if isinstance(e.get(key), int | float) and "step" in e]
+        if pts:
+            out[key] = pts
+    return out
+
+
+def runs_frame(launcher: RunLauncher, kind: str, metric_keys: tuple[str, ...]) -> pd.DataFrame:
+    rows = []
+    for run in launcher.runs(kind):
+        status, metrics = run.status(), run.metrics()
+        state = launcher.state(run)
+        last = run.last_event() or {}
+        step = f"{last['step']}/{last['max_steps']}" if last.get("max_steps") else str(last.get("step", ""))
+        shown = [_fmt(metrics.get(k)) for k in metric_keys]
+        rows.append([run.id, state.state, step, *shown, metrics.get("registered_as", ""), status.get("created", "")])
+    return pd.DataFrame(rows, columns=["run", "state", "step", *metric_keys, "registered as", "created"])
+
+
+def run_detail(launcher: RunLauncher, run_id: str | None, charts: tuple[Chart, ...]) -> tuple[str, str, str, str, bool]:
+    """(summary Markdown, progress bar, charts HTML, log tail, can cancel) for one run."""
+    if not run_id:
+        return "Choose a run, or launch one.", "", "", "", False
+    try:
+        run = launcher.get(run_id)
+    except ValueError as exc:
+        return html.escape(str(exc)), "", "", "", False
+    state = launcher.state(run)
+    status, events, metrics = run.status(), run.events(), run.metrics()
+    fraction, caption = progress(run, events, state.state)
+    lines = [f"**{run.id}**: {state.state}" + (" (running)" if state.alive and state.state != "running" else "")]
+    lines.append(f"Folder `{run.path}`")
+    if state.error:
+        lines.append(f"**Error:** {html.escape(state.error)}")
+    if metrics:
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "stopped_early")
+        lines.append(f"Metrics: {html.escape(shown)}")
+    if status.get("traceback"):
+        lines.append("<details><summary>Traceback</summary>\n\n```\n" + status["traceback"][-3000:] + "\n```\n</details>")
+    plots = "".join(line_chart(c.title, series(events, c.keys)) for c in charts)
+    bar = progress_bar(fraction, caption, failed=state.state in ("failed", "lost"))
+    return "\n\n".join(lines), bar, plots, ANSI.sub("", run.tail_log(40)), state.alive
+
+
+def run_choices(launcher: RunLauncher, kind: str) -> list[str]:
+    return [r.id for r in launcher.runs(kind)]
+
+
+@dataclass
+class Monitor:
+    """The components of a run monitor, for screens that need to update them."""
+
+    run: gr.Dropdown
+    table: gr.DataFrame
+    timer: gr.Timer  # starts inactive: the screen switches it on for admins only
+
+
+def build_monitor(ctx: StudioContext, kind: str, charts: tuple[Chart, ...], metric_keys: tuple[str, ...]) -> Monitor:
+    """The runs table and the selected run's detail, polled every 2 s."""
+    table = gr.DataFrame(label="Runs", interactive=False, elem_id=f"{kind}-runs")
+    with gr.Row():
+        run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, elem_id=f"{kind}-run", scale=3)
+        cancel = gr.Button("Cancel run", variant="stop", interactive=False, elem_id=f"{kind}-cancel", scale=1)
+    summary = gr.Markdown(elem_id=f"{kind}-summary")
+    bar = gr.HTML(elem_id=f"{kind}-progress")
+    plots = gr.HTML(elem_id=f"{kind}-plots")
+    log = gr.Code(label="Log (last 40 lines)", language=None, interactive=False, elem_id=f"{kind}-log")
+    cancel_note = gr.Markdown()
+    timer = gr.Timer(2.0, active=False)
+
+    def detail(run_id, request: gr.Request):
+        require_admin(ctx.store, request)
+        text, progress_html, plots_html, tail, alive = run_detail(ctx.launcher, run_id, charts)
+        return text, progress_html, plots_html, tail, gr.Button(interactive=alive)
+
+    def tick(run_id, request: gr.Request):
+        require_admin(ctx.store, request)
+        frame = runs_frame(ctx.launcher, kind, metric_keys)
+        return (frame, *detail(run_id, request))
+
+    def on_cancel(run_id, request: gr.Request):
+        require_admin(ctx.store, request)
+        try:
+            return ctx.launcher.cancel(run_id or "")
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def refresh_choices(run_id, request: gr.Request):
+        require_admin(ctx.store, request)
+        ids = run_choices(ctx.launcher, kind)
+        return gr.Dropdown(choices=ids, value=run_id if run_id in ids else (ids[0] if ids else None))
+
+    detail_outputs = [summary, bar, plots, log, cancel]
+    timer.tick(tick, run, [table, *detail_outputs], api_name=False, show_progress="hidden")
+    run.change(detail, run, detail_outputs, api_name=False)
+    run.focus(refresh_choices, run, run, api_name=False)
+    cancel.click(on_cancel, run, cancel_note, api_name=f"cancel_{kind}_run")
+    return Monitor(run=run, table=table, timer=timer)
