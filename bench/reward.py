@@ -82,7 +82,7 @@ def plain_trl(train_rows: list[dict], held_out: list[dict], work: Path) -> dict:
     }
 
 
-def ours(train_rows: list[dict], held_out: list[dict], work: Path, epochs: float, lr: float) -> dict:
+def ours(train_rows: list[dict], held_out: list[dict], work: Path, epochs: float, lr: float, **settings) -> dict:
     import json
 
     train_file, eval_file = work / "train.jsonl", work / "eval.jsonl"
@@ -95,10 +95,10 @@ def ours(train_rows: list[dict], held_out: list[dict], work: Path, epochs: float
         epochs=epochs,
         learning_rate=lr,
         batch_size=16,
-        max_length=256,
         logging_steps=10,
         save_steps=10_000,
         register_as="bench-reward-minilm",
+        **settings,
     )
     run = RunDir.create(work / "runs", "reward", {})
     start = time.perf_counter()
@@ -112,6 +112,7 @@ def ours(train_rows: list[dict], held_out: list[dict], work: Path, epochs: float
         "train_pairs_dropped": 0,
         "epochs": epochs,
         "learning_rate": lr,
+        **settings,
         "checkpoint": str(run.checkpoint_dir),
     }
 

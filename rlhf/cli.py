@@ -151,10 +151,11 @@ def _run_under_accelerate(kind: str, run, num_processes: int) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rlhf.config import ConfigError, config_to_dict, load_config, save_config
     from rlhf.launch import is_main_process, under_launcher
+    from rlhf.ppo import PPORunConfig, train_ppo
     from rlhf.reward import RewardRunConfig, train_reward
     from rlhf.runs import RunDir, StopRequest, run_guard
 
-    trainers = {"reward": (RewardRunConfig, train_reward)}
+    trainers = {"reward": (RewardRunConfig, train_reward), "ppo": (PPORunConfig, train_ppo)}
     cfg_cls, train = trainers[args.kind]
     try:
         if args.resume:
@@ -263,12 +264,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train a model in a run folder (reward)",
+        help="train a model in a run folder (reward, ppo)",
         description="Start a training run: the config is checked, a run folder is made under --runs-dir "
         "(config.yaml, events.jsonl, run.log, status.json, metrics.json, checkpoint/), and the result is "
         "registered. SIGTERM stops at the next step and saves; --resume RUN_FOLDER continues from its last checkpoint.",
     )
-    p.add_argument("kind", choices=["reward"], help="what to train")
+    p.add_argument("kind", choices=["reward", "ppo"], help="what to train: a reward model, or a policy with PPO")
     p.add_argument("--config", metavar="FILE", help="the run's YAML config")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run folders go (default: %(default)s)")
     p.add_argument("--resume", metavar="RUN_FOLDER", help="continue a stopped run from its last checkpoint")

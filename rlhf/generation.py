@@ -75,6 +75,16 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+@dataclass
+class Rollout:
+    """One sampled reply as token ids, for training: what the model saw and what it wrote."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]  # up to and including the end-of-turn token when the reply ended
+    text: str
+    finished: bool
+
+
 class _StopOnEvent:
     """A stopping criterion that ends generation when the consumer goes away."""
 
@@ -167,6 +177,31 @@ class GenerationEngine:
                 if progress:
                     progress(min(start + size, len(order)), len(order))
         return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def rollout(self, prompts: Sequence[Prompt], params: SamplingParams, system: str | None = None) -> list[Rollout]:
+        """Sample one reply per prompt (one batch) and return the token ids, for PPO."""
+        texts = [self.format(p, system) for p in prompts]
+        batch = self._encode(texts)
+        with self._lock:
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = self.model.generate(**batch, generation_config=self._generation_config(params))
+        width = batch["input_ids"].shape[1]
+        mask = batch["attention_mask"].tolist()
+        prompt_rows = batch["input_ids"].tolist()
+        out_rows = out[:, width:].tolist()
+        results = []
+        for row, new in enumerate(out_rows):
+            prompt_ids = [t for t, m in zip(prompt_rows[row], mask[row], strict=True) if m]
+            finished = False
+            for pos, tok in enumerate(new):
+                if tok in self.stop_ids:
+                    new, finished = new[: pos + 1], True
+                    break
+            text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+            results.append(Rollout(prompt_ids=prompt_ids, response_ids=new, text=text, finished=finished))
+        return results
 
     def _decode(self, tokens: list[int], prompt_tokens: int) -> Generation:
         finished = False

@@ -29,6 +29,8 @@ class RewardRunConfig(LaunchFields):
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling"})
     learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "share of the steps spent warming the learning rate up from 0"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs"})
     batch_size: int = field(default=16, metadata={"help": "pairs per step"})
     max_length: int = field(default=256, metadata={"help": "tokens per prompt + reply; longer texts lose their start"})
@@ -43,6 +45,8 @@ class RewardRunConfig(LaunchFields):
         self.check_launch()
         if self.method not in ("full", "lora"):
             raise ValueError(f"method must be 'full' or 'lora', got {self.method!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.batch_size < 1 or self.max_length < 8:
@@ -129,6 +133,8 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
         max_length=None,  # already truncated above; trl would otherwise drop long pairs
         logging_steps=cfg.logging_steps,
         save_strategy="steps",

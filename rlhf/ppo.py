@@ -1,0 +1,649 @@
+"""PPO for language models: our own trainer (trl 1.13+ ships none).
+
+    rlhf-studio train ppo --config run.yaml        # or: python -m rlhf train ppo ...
+
+One PPO step:
+1. Rollout: a batch of prompts, one sampled reply each, through the batched generation engine.
+2. Score the replies as text (``rlhf.rewards``: reward model, Python function, AI judge, or a
+   weighted mix); a penalty for replies that never end; scaling by the running spread and clipping.
+3. One no-grad pass of the policy gives per-token log-probs and values (value head on the
+   policy's last hidden state, or a separate small value model); one pass of the reference gives
+   its log-probs. The reference is the policy with its LoRA adapters switched off (with
+   ``method: top_layers``, the original weights of the trained layers swapped back in), never a
+   second copy of the model.
+4. Per-token reward = -kl_coef * (log p - log p_ref), plus the score on the reply's last token;
+   GAE (gamma, lambda) gives advantages and returns; advantages are whitened.
+5. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss, clipped value loss,
+   gradient clipping. The KL coefficient adapts toward ``target_kl`` (Ziegler et al. 2019) or stays fixed.
+
+Every step appends its diagnostics to events.jsonl (reward mean and spread, KL, entropy, reply
+length, end-of-turn rate, clip fraction, value loss, approximate KL; sample replies every N
+steps); :func:`warnings_for` reads them for signs of reward hacking.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rlhf.launch import LaunchFields
+from rlhf.rewards import RewardSpecError, check_specs
+
+
+def _default_rewards() -> list[dict]:
+    return [{"type": "judge", "model": "smollm2-135m-instruct", "weight": 1.0}]
+
+
+@dataclass
+class PPORunConfig(LaunchFields):
+    prompts: str = field(
+        default="", metadata={"help": "prompts file (.jsonl/.json/.csv/.parquet with prompt/messages/instruction, or .txt)"}
+    )
+    policy: str = field(default="smollm2-135m-instruct", metadata={"help": "registered causal LM (or SFT checkpoint) to tune"})
+    rewards: list[dict] = field(
+        default_factory=_default_rewards, metadata={"help": "reward sources: type model/function/similarity/judge + weight"}
+    )
+    system: str | None = field(default=None, metadata={"help": "system prompt for every rollout"})
+    method: str = field(
+        default="lora", metadata={"help": "lora (adapters; reference = adapters off) or top_layers (train the top N layers)"}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling"})
+    top_layers: int = field(default=2, metadata={"help": "layers trained with method top_layers"})
+    value_model: str | None = field(
+        default=None, metadata={"help": "separate value model (same tokenizer); empty = value head on the policy"}
+    )
+    steps: int = field(default=20, metadata={"help": "PPO steps (one rollout batch each)"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per rollout batch"})
+    minibatch_size: int = field(default=8, metadata={"help": "replies per gradient step"})
+    ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
+    max_new_tokens: int = field(default=48, metadata={"help": "longest reply in tokens"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass of the rollouts"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    kl_coef: float = field(default=0.05, metadata={"help": "initial KL penalty coefficient"})
+    adaptive_kl: bool = field(default=True, metadata={"help": "adapt kl_coef toward target_kl (else fixed)"})
+    target_kl: float = field(default=6.0, metadata={"help": "target KL per reply (nats) for the adaptive controller"})
+    kl_horizon: int = field(default=10000, metadata={"help": "adaptive controller horizon, in episodes"})
+    gamma: float = field(default=1.0, metadata={"help": "discount"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    cliprange: float = field(default=0.2, metadata={"help": "policy ratio clip"})
+    cliprange_value: float = field(default=0.2, metadata={"help": "value clip"})
+    vf_coef: float = field(default=0.1, metadata={"help": "value loss weight"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "normalise advantages per batch"})
+    reward_scaling: bool = field(default=True, metadata={"help": "divide scores by their running standard deviation"})
+    reward_clip: float = field(default=10.0, metadata={"help": "clip scaled scores to [-x, x]"})
+    missing_eos_penalty: float | None = field(
+        default=-1.0, metadata={"help": "added to the score of replies that never end (empty = none)"}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of prompts held out for evaluation (ignored with eval_prompts)"})
+    eval_prompts: str | None = field(default=None, metadata={"help": "a separate held-out prompts file (optional)"})
+    eval_every: int = field(default=10, metadata={"help": "evaluate on held-out prompts every N steps (0 = start and end only)"})
+    sample_every: int = field(default=5, metadata={"help": "log sample replies every N steps"})
+    save_every: int = field(default=10, metadata={"help": "save a resumable checkpoint every N steps"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    register_as: str | None = field(default=None, metadata={"help": "registry name for the result (default: the run id)"})
+
+    def __post_init__(self) -> None:
+        self.check_launch()
+        if self.method not in ("lora", "top_layers"):
+            raise ValueError(f"method must be 'lora' or 'top_layers', got {self.method!r}")
+        for name in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "top_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minibatch_size > self.batch_size:
+            raise ValueError(f"minibatch_size ({self.minibatch_size}) cannot exceed batch_size ({self.batch_size})")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0: PPO needs sampled replies")
+        try:
+            check_specs(self.rewards)
+        except RewardSpecError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+# -- the maths, as plain functions (tested on their own) ------------------------------------------
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    return out if shift_mean else out + mean
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over response tokens; (advantages, returns). Padding is masked."""
+    values = values * mask
+    rewards = rewards * mask
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros(rewards.shape[0], device=rewards.device, dtype=rewards.dtype)
+    width = rewards.shape[1]
+    for t in reversed(range(width)):
+        next_value = values[:, t + 1] if t + 1 < width else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last * (mask[:, t + 1] if t + 1 < width else 0)
+        advantages[:, t] = last
+    advantages = advantages * mask
+    return advantages, advantages + values
+
+
+class AdaptiveKL:
+    """Ziegler et al. (2019): move the coefficient so the measured KL approaches the target."""
+
+    def __init__(self, coef: float, target: float | None, horizon: int) -> None:
+        self.value, self.target, self.horizon = coef, target, horizon
+
+    def update(self, kl: float, episodes: int) -> None:
+        if self.target is None:
+            return
+        error = max(-0.2, min(0.2, kl / self.target - 1))
+        self.value *= 1 + error * episodes / self.horizon
+
+
+class RunningStd:
+    """Running spread of scores (Welford), for reward scaling."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, xs: list[float]) -> None:
+        for x in xs:
+            self.count += 1
+            delta = x - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (x - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 1.0
+
+    def state(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
+
+
+def warnings_for(events: list[dict], cfg_target_kl: float | None = None, max_new_tokens: int | None = None) -> list[str]:
+    """Signs of reward hacking or collapse in a run's step events, as sentences."""
+    steps = [e for e in events if "reward_mean" in e and "kl" in e]
+    if len(steps) < 3:
+        return []
+    out = []
+    last, first = steps[-1], steps[0]
+    target = cfg_target_kl or 6.0
+    recent_kl = [e["kl"] for e in steps[-3:]]
+    if min(recent_kl) > 3 * target or not all(math.isfinite(k) for k in recent_kl):
+        out.append(
+            f"KL is running away: {last['kl']:.2f} nats per reply against a target of {target:g}. Raise kl_coef or lower the learning rate."
+        )
+    if last.get("reply_length", 1) < 2:
+        out.append("Replies have collapsed to (almost) nothing: the reward may favour empty replies.")
+    if max_new_tokens and last.get("eos_rate", 1) < 0.05 and last.get("reply_length", 0) >= 0.95 * max_new_tokens:
+        out.append("Replies run to the maximum length and never end: the reward may favour length.")
+    if first.get("entropy") and last.get("entropy", 1) < 0.2 * first["entropy"]:
+        out.append(f"Entropy has collapsed from {first['entropy']:.2f} to {last['entropy']:.2f}: the policy is repeating itself.")
+    return out
+
+
+# -- the trainer ----------------------------------------------------------------------------------
+def _text_of(prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), str(prompt))
+
+
+REFERENCE_FIELDS = ("reference", "response", "output", "chosen")
+
+
+def read_prompts(path: Path) -> list[tuple[object, str | None]]:
+    """(prompt, reference answer or None) for every record of a prompts file."""
+    from rlhf.prompt_files import read_prompt_records
+
+    out = []
+    for record, prompt in read_prompt_records(Path(path)):
+        ref = next((record[k] for k in REFERENCE_FIELDS if isinstance(record.get(k), str) and record[k].strip()), None)
+        out.append((prompt, ref))
+    return out
+
+
+@dataclass
+class Batch:
+    """A rollout batch laid out for scoring: [left-padded prompt | right-padded reply]."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    response_mask: torch.Tensor  # over the reply columns
+    start: int  # first reply column
+
+
+def layout(rollouts, pad_id: int, device: torch.device) -> Batch:
+    width_q = max(len(r.prompt_ids) for r in rollouts)
+    width_r = max(1, max(len(r.response_ids) for r in rollouts))
+    ids, mask, rmask = [], [], []
+    for r in rollouts:
+        q_pad, r_pad = width_q - len(r.prompt_ids), width_r - len(r.response_ids)
+        ids.append([pad_id] * q_pad + r.prompt_ids + r.response_ids + [pad_id] * r_pad)
+        mask.append([0] * q_pad + [1] * (len(r.prompt_ids) + len(r.response_ids)) + [0] * r_pad)
+        rmask.append([1] * len(r.response_ids) + [0] * r_pad)
+    input_ids = torch.tensor(ids, device=device)
+    attention = torch.tensor(mask, device=device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    return Batch(input_ids, attention, positions, torch.tensor(rmask, device=device, dtype=torch.float32), width_q)
+
+
+class PPOTrainer:
+    """Owns the policy (with its reference inside), the value function and the optimiser."""
+
+    def __init__(self, cfg: PPORunConfig, registry=None, device: str | None = None) -> None:
+        from rlhf.generation import GenerationEngine
+        from rlhf.loading import load_causal_lm
+        from rlhf.registry import ModelRegistry
+
+        self.cfg = cfg
+        self.registry = registry or ModelRegistry()
+        torch.manual_seed(cfg.seed)
+        model, self.tokenizer = load_causal_lm(cfg.policy, self.registry, device=device, dtype=torch.float32)
+        self.device = model.device
+        model.config.use_cache = True
+        self._initial: dict[str, torch.Tensor] = {}
+        if cfg.method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            from rlhf.reward import _lora_targets
+
+            targets = [t for t in ("q_proj", "k_proj", "v_proj", "o_proj") if any(n.endswith(t) for n, _ in model.named_modules())]
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets or _lora_targets(model))
+            self.policy = get_peft_model(model, lora)
+        else:
+            self.policy = model
+            layers = _decoder_layers(model)
+            if cfg.top_layers > len(layers):
+                raise ValueError(f"top_layers {cfg.top_layers} exceeds the model's {len(layers)} layers")
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for layer in layers[-cfg.top_layers :]:
+                for p in layer.parameters():
+                    p.requires_grad_(True)
+            # The reference: the original weights of the trained layers only, swapped in when needed.
+            self._initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        self.policy.eval()  # no dropout anywhere: rollouts, scoring and updates see the same function
+        hidden = self.policy.config.hidden_size if cfg.value_model is None else None
+        self.value_trunk = None
+        if cfg.value_model:
+            vmodel, vtok = load_causal_lm(cfg.value_model, self.registry, device=device, dtype=torch.float32)
+            if vtok.get_vocab() != self.tokenizer.get_vocab():
+                raise ValueError(f"the value model {cfg.value_model} must share the policy's tokenizer")
+            self.value_trunk = vmodel.train(False)
+            hidden = vmodel.config.hidden_size
+        self.value_head = torch.nn.Linear(hidden, 1).to(self.device)
+        torch.nn.init.zeros_(self.value_head.weight)
+        torch.nn.init.zeros_(self.value_head.bias)
+        params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        if self.value_trunk is not None:
+            params += list(self.value_trunk.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=1e-5)
+        self.engine = GenerationEngine(self.policy, self.tokenizer, batch_size=cfg.batch_size)
+        self.kl = AdaptiveKL(cfg.kl_coef, cfg.target_kl if cfg.adaptive_kl else None, cfg.kl_horizon)
+        self.score_std = RunningStd()
+        self.step = 0
+
+    # -- reference --------------------------------------------------------------------------------
+    def reference(self):
+        """Context manager: the policy behaves as the reference inside it."""
+        if self.cfg.method == "lora":
+            return self.policy.disable_adapter()
+        return _Swapped(self.policy, self._initial)
+
+    # -- forward passes ---------------------------------------------------------------------------
+    def _forward(
+        self, batch: Batch, rows: slice | torch.Tensor, with_values: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(log-probs of the reply tokens, values at the same positions or None, entropy) for some rows."""
+        ids, mask, pos = batch.input_ids[rows], batch.attention_mask[rows], batch.position_ids[rows]
+        out = self.policy(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            output_hidden_states=with_values and self.value_trunk is None,
+            use_cache=False,
+        )
+        start, width = batch.start, batch.response_mask.shape[1]
+        logits = out.logits[:, start - 1 : start - 1 + width].float()
+        if self.cfg.temperature != 1.0:
+            logits = logits / self.cfg.temperature  # score the distribution the replies were sampled from
+        logp_all = logits.log_softmax(-1)
+        targets = ids[:, start : start + width]
+        logprobs = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        values = None
+        if with_values:
+            if self.value_trunk is None:
+                hidden = out.hidden_states[-1]
+            else:
+                hidden = self.value_trunk(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False
+                ).hidden_states[-1]
+            values = self.value_head(hidden[:, start - 1 : start - 1 + width].float()).squeeze(-1)
+        return logprobs, values, entropy
+
+    @torch.no_grad()
+    def _score_tokens(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(old log-probs, old values, reference log-probs, entropy), in minibatches."""
+        n = batch.input_ids.shape[0]
+        parts: list[list[torch.Tensor]] = [[], [], [], []]
+        for i in range(0, n, self.cfg.minibatch_size):
+            rows = slice(i, i + self.cfg.minibatch_size)
+            logp, values, entropy = self._forward(batch, rows, with_values=True)
+            with self.reference():
+                ref, _, _ = self._forward(batch, rows, with_values=False)
+            for bucket, t in zip(parts, (logp, values, ref, entropy), strict=True):
+                bucket.append(t)
+        return tuple(torch.cat(p) for p in parts)  # type: ignore[return-value]
+
+    # -- one PPO step -----------------------------------------------------------------------------
+    def rollout(self, prompts: list, references: list, seed: int | None = None):
+        from rlhf.generation import SamplingParams
+
+        params = SamplingParams(temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_new_tokens, seed=seed)
+        return self.engine.rollout(prompts, params, system=self.cfg.system)
+
+    def train_step(self, prompts: list, references: list, reward_fn) -> tuple[dict, list[dict]]:
+        """Rollout, score, update. Returns (diagnostics, samples)."""
+        cfg = self.cfg
+        began = time.perf_counter()
+        rollouts = self.rollout(prompts, references)
+        t_gen = time.perf_counter()
+        texts = [_text_of(p) for p in prompts]
+        raw, parts = reward_fn(texts, [r.text for r in rollouts], references)
+        scores = list(raw)
+        if cfg.missing_eos_penalty is not None:
+            scores = [s + (0.0 if r.finished else cfg.missing_eos_penalty) for s, r in zip(scores, rollouts, strict=True)]
+        if cfg.reward_scaling:
+            self.score_std.update(scores)
+            scores = [s / max(self.score_std.std, 1e-6) for s in scores]
+        scores = [max(-cfg.reward_clip, min(cfg.reward_clip, s)) for s in scores]
+        t_reward = time.perf_counter()
+
+        batch = layout(rollouts, self.tokenizer.pad_token_id, self.device)
+        mask = batch.response_mask
+        old_logp, old_values, ref_logp, entropy = self._score_tokens(batch)
+        kl_tokens = (old_logp - ref_logp) * mask
+        token_rewards = -self.kl.value * kl_tokens
+        last = (mask.sum(1).long() - 1).clamp(min=0)
+        rows = torch.arange(len(rollouts), device=self.device)
+        token_rewards[rows, last] += torch.tensor(scores, device=self.device)
+        advantages, returns = gae(token_rewards, old_values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask) * mask
+
+        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": [], "vf_clipfrac": []}
+        n = len(rollouts)
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(n, generator=generator).to(self.device)
+            for i in range(0, n, cfg.minibatch_size):
+                idx = order[i : i + cfg.minibatch_size]
+                m = mask[idx]
+                logp, values, _ = self._forward(batch, idx, with_values=True)
+                log_ratio = (logp - old_logp[idx]) * m
+                ratio = log_ratio.exp()
+                adv = advantages[idx]
+                pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange))
+                policy_loss = masked_mean(pg, m)
+                v_clipped = old_values[idx] + (values - old_values[idx]).clamp(-cfg.cliprange_value, cfg.cliprange_value)
+                v_loss = torch.max((values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
+                value_loss = 0.5 * masked_mean(v_loss, m)
+                loss = policy_loss + cfg.vf_coef * value_loss
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    stats["policy_loss"].append(policy_loss.item())
+                    stats["value_loss"].append(value_loss.item())
+                    stats["clipfrac"].append(masked_mean(((ratio - 1).abs() > cfg.cliprange).float(), m).item())
+                    stats["vf_clipfrac"].append(masked_mean(((values - old_values[idx]).abs() > cfg.cliprange_value).float(), m).item())
+                    stats["approx_kl"].append(masked_mean(0.5 * log_ratio**2, m).item())
+        seq_kl = kl_tokens.sum(1).mean().item()
+        coef_used = self.kl.value
+        self.kl.update(seq_kl, n)
+        self.step += 1
+        took = time.perf_counter() - began
+        lengths = mask.sum(1)
+        diag = {
+            "reward_mean": sum(raw) / n,
+            "reward_std": float(torch.tensor(raw).std().item()) if n > 1 else 0.0,
+            "score_mean": sum(scores) / n,
+            "kl": seq_kl,
+            "kl_coef": coef_used,
+            "entropy": masked_mean(entropy, mask).item(),
+            "reply_length": lengths.float().mean().item(),
+            "eos_rate": sum(r.finished for r in rollouts) / n,
+            "policy_loss": _mean(stats["policy_loss"]),
+            "value_loss": _mean(stats["value_loss"]),
+            "clipfrac": _mean(stats["clipfrac"]),
+            "vf_clipfrac": _mean(stats["vf_clipfrac"]),
+            "approx_kl": _mean(stats["approx_kl"]),
+            "episodes": n,
+            "episodes_per_second": n / took,
+            "seconds_generate": t_gen - began,
+            "seconds_reward": t_reward - t_gen,
+            "seconds_update": time.perf_counter() - t_reward,
+        }
+        for name, values in parts.items():
+            diag[f"reward/{name}"] = sum(values) / n
+        samples = [{"prompt": t, "reply": r.text, "reward": s, "ended": r.finished} for t, r, s in zip(texts, rollouts, raw, strict=True)]
+        return diag, samples
+
+    @torch.no_grad()
+    def evaluate(self, prompts: list, references: list, reward_fn, seed: int) -> dict:
+        """Mean reward and KL to the reference on held-out prompts (sampled with a fixed seed)."""
+        if not prompts:
+            return {}
+        total_reward, total_kl, count = 0.0, 0.0, 0
+        for i in range(0, len(prompts), self.cfg.batch_size):
+            chunk, refs = prompts[i : i + self.cfg.batch_size], references[i : i + self.cfg.batch_size]
+            rollouts = self.rollout(chunk, refs, seed=seed + i)
+            raw, _ = reward_fn([_text_of(p) for p in chunk], [r.text for r in rollouts], refs)
+            batch = layout(rollouts, self.tokenizer.pad_token_id, self.device)
+            logp, _, ref, _ = self._score_tokens(batch)
+            total_kl += ((logp - ref) * batch.response_mask).sum().item()
+            total_reward += sum(raw)
+            count += len(chunk)
+        return {"eval_reward": total_reward / count, "eval_kl": total_kl / count, "eval_prompts": count}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu() for n, p in self.policy.named_parameters() if p.requires_grad}
+
+    def save_state(self, folder: Path, extra: dict) -> None:
+        from safetensors.torch import save_file
+
+        tmp = folder.with_name(folder.name + ".partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_file(self.trainable_state(), str(tmp / "policy.safetensors"))
+        value = {f"head.{k}": v.cpu() for k, v in self.value_head.state_dict().items()}
+        if self.value_trunk is not None:
+            value.update({f"trunk.{k}": v.cpu().contiguous() for k, v in self.value_trunk.state_dict().items()})
+        save_file(value, str(tmp / "value.safetensors"))
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        state = {"step": self.step, "kl_coef": self.kl.value, "score_std": self.score_std.state(), **extra}
+        (tmp / "state.json").write_text(json.dumps(state))
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+
+    def load_state(self, folder: Path) -> dict:
+        from safetensors.torch import load_file
+
+        trained = load_file(str(folder / "policy.safetensors"), device=str(self.device))
+        named = dict(self.policy.named_parameters())
+        with torch.no_grad():
+            for name, tensor in trained.items():
+                named[name].copy_(tensor)
+        value = load_file(str(folder / "value.safetensors"), device=str(self.device))
+        self.value_head.load_state_dict({k[5:]: v for k, v in value.items() if k.startswith("head.")})
+        if self.value_trunk is not None:
+            self.value_trunk.load_state_dict({k[6:]: v for k, v in value.items() if k.startswith("trunk.")})
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.device))
+        state = json.loads((folder / "state.json").read_text())
+        self.step, self.kl.value = state["step"], state["kl_coef"]
+        self.score_std.load(state["score_std"])
+        return state
+
+    def final_model(self):
+        """The tuned policy as a plain model (adapters merged)."""
+        if self.cfg.method == "lora":
+            return self.policy.merge_and_unload()
+        return self.policy
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _decoder_layers(model) -> torch.nn.ModuleList:
+    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise ValueError("cannot find the decoder layers of this architecture; use method: lora")
+
+
+class _Swapped:
+    """Swap the trained layers' original weights in (the reference), and back out on exit."""
+
+    def __init__(self, model, initial: dict[str, torch.Tensor]) -> None:
+        self.params = {n: p for n, p in model.named_parameters() if n in initial}
+        self.initial = initial
+
+    def __enter__(self):
+        self.saved = {n: p.data for n, p in self.params.items()}
+        for n, p in self.params.items():
+            p.data = self.initial[n]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for n, p in self.params.items():
+            p.data = self.saved[n]
+
+
+# -- the run ------------------------------------------------------------------------------------
+def _split(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_eval = int(round(len(items) * fraction))
+    return [items[i] for i in order[n_eval:]], [items[i] for i in order[:n_eval]]
+
+
+def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False) -> dict:
+    """Train, evaluate, save and register; returns the metrics (also in run/metrics.json)."""
+    from rlhf.registry import ModelRegistry
+    from rlhf.rewards import build_reward
+
+    registry = registry or ModelRegistry()
+    if not cfg.prompts:
+        raise ValueError("the config needs 'prompts': a prompts file")
+    records = read_prompts(Path(cfg.prompts))
+    if cfg.eval_prompts:
+        train_records, eval_records = records, read_prompts(Path(cfg.eval_prompts))
+    else:
+        train_records, eval_records = _split(records, cfg.eval_fraction, cfg.seed)
+    if not train_records:
+        raise ValueError(f"{cfg.prompts} has no training prompts")
+    reward_fn = build_reward(cfg.rewards, registry)
+    trainer = PPOTrainer(cfg, registry)
+    eval_p, eval_r = [p for p, _ in eval_records], [r for _, r in eval_records]
+
+    state: dict = {}
+    last = run.last_checkpoint() if resume else None
+    if last is not None:
+        state = trainer.load_state(last)
+        print(f"resumed at step {trainer.step} from {last}", flush=True)
+    baseline = state.get("eval_start") or trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed)
+    if not state:
+        run.append_event({"step": 0, "max_steps": cfg.steps, **baseline})
+
+    def prompts_for(step: int) -> list:
+        # The order depends only on the seed and the step, so a resumed run sees the same prompts.
+        epoch, offset = divmod(step * cfg.batch_size, len(train_records))
+        order = list(range(len(train_records)))
+        random.Random(cfg.seed * 7919 + epoch).shuffle(order)
+        picked = [order[(offset + j) % len(order)] for j in range(cfg.batch_size)]
+        return [train_records[i] for i in picked]
+
+    last_eval = baseline
+    while trainer.step < cfg.steps and not stop:
+        batch = prompts_for(trainer.step)
+        diag, samples = trainer.train_step([p for p, _ in batch], [r for _, r in batch], reward_fn)
+        event = {"step": trainer.step, "max_steps": cfg.steps, **diag}
+        if cfg.sample_every and trainer.step % cfg.sample_every == 0:
+            event["samples"] = samples[:4]
+        if cfg.eval_every and trainer.step % cfg.eval_every == 0 and trainer.step < cfg.steps:
+            last_eval = trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed)
+            event.update(last_eval)
+        run.append_event(event)
+        print(
+            f"step {trainer.step}/{cfg.steps} reward {diag['reward_mean']:.3f} kl {diag['kl']:.3f} "
+            f"entropy {diag['entropy']:.2f} length {diag['reply_length']:.1f} {diag['episodes_per_second']:.2f} episodes/s",
+            flush=True,
+        )
+        if cfg.save_every and trainer.step % cfg.save_every == 0 or stop:
+            trainer.save_state(run.trainer_dir / f"checkpoint-{trainer.step}", {"eval_start": baseline})
+            _prune(run.trainer_dir, keep=2)
+
+    final_eval = trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed) if trainer.step >= cfg.steps else last_eval
+    model = trainer.final_model()
+    model.save_pretrained(run.checkpoint_dir)
+    trainer.tokenizer.save_pretrained(run.checkpoint_dir)
+    metrics = {"steps": trainer.step, "episodes": trainer.step * cfg.batch_size, "kl_coef": trainer.kl.value}
+    for key in ("eval_reward", "eval_kl"):
+        if key in baseline:
+            metrics[f"{key}_start"] = baseline[key]
+        if key in final_eval:
+            metrics[f"{key}_end"] = final_eval[key]
+    if "eval_reward" in baseline and "eval_reward" in final_eval:
+        metrics["eval_reward_gain"] = final_eval["eval_reward"] - baseline["eval_reward"]
+    metrics["stopped_early"] = bool(stop)
+    run.write_metrics(metrics)
+    run.append_event({"step": trainer.step, "final": True, **metrics})
+    if not stop:
+        entry = registry.add(
+            run.checkpoint_dir,
+            name=cfg.register_as or run.id,
+            source=f"ppo run {run.id}",
+            lineage={"run": run.id, "policy": cfg.policy, "rewards": cfg.rewards, "prompts": cfg.prompts, "method": cfg.method},
+            replace=True,
+        )
+        metrics["registered_as"] = entry.name
+        run.write_metrics(metrics)
+    return metrics
+
+
+def _prune(folder: Path, keep: int) -> None:
+    import shutil
+
+    found = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
+    for _, path in found[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)

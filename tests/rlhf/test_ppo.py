@@ -1,0 +1,231 @@
+"""PPO on tiny models: the maths, rising reward, an untouched reference, cancel and resume, reward sources."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf.config import ConfigError, config_from_dict
+from rlhf.ppo import AdaptiveKL, PPORunConfig, PPOTrainer, gae, masked_whiten, train_ppo, warnings_for
+from rlhf.registry import ModelRegistry
+from rlhf.rewards import JudgeReward, RewardSpecError, SimilarityReward, build_reward, check_specs
+from rlhf.runs import RunDir, run_guard
+
+LIKES_E = [{"type": "function", "function": "tests.rlhf.reward_fns:likes_e"}]
+
+
+@pytest.fixture
+def registry(studio_home: Path, tiny_lm_dir: Path) -> ModelRegistry:
+    reg = ModelRegistry()
+    reg.add(tiny_lm_dir, name="tiny")
+    return reg
+
+
+@pytest.fixture
+def prompts_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"question {i} about the sea", "reference": "the sea is wide"}) for i in range(40)))
+    return path
+
+
+def config(prompts_file: Path, **overrides) -> PPORunConfig:
+    settings = dict(
+        prompts=str(prompts_file),
+        policy="tiny",
+        rewards=LIKES_E,
+        steps=20,
+        batch_size=16,
+        minibatch_size=8,
+        max_new_tokens=16,
+        learning_rate=3e-3,
+        eval_every=0,
+        save_every=5,
+    )
+    return PPORunConfig(**{**settings, **overrides})
+
+
+def run_ppo(tmp_path: Path, cfg: PPORunConfig, registry: ModelRegistry, stop=None, run: RunDir | None = None, resume: bool = False):
+    run = run or RunDir.create(tmp_path / "runs", "ppo", {})
+    with run_guard(run, handle_sigterm=False) as default_stop:
+        metrics = train_ppo(cfg, run, stop if stop is not None else default_stop, registry=registry, resume=resume)
+    return run, metrics
+
+
+# -- the maths ----------------------------------------------------------------------------------------
+def test_gae_matches_a_hand_computation() -> None:
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.5, 2.0, 0.0, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3, 9.0], [0.4, 0.5, 9.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    gamma, lam = 0.9, 0.8
+    adv, ret = gae(rewards, values, mask, gamma, lam)
+    for row in range(2):
+        n = int(mask[row].sum())
+        r, v = rewards[row, :n].tolist(), values[row, :n].tolist() + [0.0]  # nothing after the reply ends
+        expected, running = [0.0] * n, 0.0
+        for t in reversed(range(n)):
+            running = r[t] + gamma * v[t + 1] - v[t] + gamma * lam * running
+            expected[t] = running
+        assert adv[row, :n].tolist() == pytest.approx(expected, abs=1e-6)
+        assert ret[row, :n].tolist() == pytest.approx([a + b for a, b in zip(expected, v[:n], strict=True)], abs=1e-6)
+        assert adv[row, n:].abs().sum() == 0  # padding carries nothing
+
+
+def test_whitening_and_the_kl_controller() -> None:
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = masked_whiten(x, mask)[:, :3]
+    assert w.mean().item() == pytest.approx(0.0, abs=1e-5) and w.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-3)
+    kl = AdaptiveKL(0.1, target=6.0, horizon=1000)
+    kl.update(12.0, episodes=100)  # above target: the leash tightens
+    assert kl.value > 0.1
+    kl = AdaptiveKL(0.1, target=6.0, horizon=1000)
+    kl.update(1.0, episodes=100)
+    assert kl.value < 0.1
+    fixed = AdaptiveKL(0.1, target=None, horizon=1000)
+    fixed.update(50.0, episodes=100)
+    assert fixed.value == 0.1
+
+
+# -- training -------------------------------------------------------------------------------------------
+def _reference_logits(trainer: PPOTrainer, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), trainer.reference():
+        return trainer.policy(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("method", ["lora", "top_layers"])
+def test_ppo_raises_the_reward_and_keeps_the_reference(tmp_path: Path, registry: ModelRegistry, prompts_file: Path, method: str) -> None:
+    from rlhf.loading import load_causal_lm
+
+    cfg = config(prompts_file, method=method, top_layers=1, learning_rate=3e-3 if method == "lora" else 1e-3)
+    trainer = PPOTrainer(cfg, registry)
+    base, _ = load_causal_lm("tiny", registry, device="cpu", dtype=torch.float32)
+    ids = torch.tensor([trainer.tokenizer("question 3 about the sea")["input_ids"]])
+    with torch.no_grad():
+        original = base(input_ids=ids).logits
+    assert torch.allclose(_reference_logits(trainer, ids), original, atol=1e-5)
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
+
+    reward_fn = build_reward(LIKES_E, registry)
+    prompts = [f"question {i} about the sea" for i in range(16)]
+    history = []
+    for _ in range(cfg.steps):
+        diag, samples = trainer.train_step(prompts, [None] * 16, reward_fn)
+        history.append(diag)
+        assert math.isfinite(diag["kl"]) and math.isfinite(diag["value_loss"])
+    early = sum(d["reward_mean"] for d in history[:5]) / 5
+    late = sum(d["reward_mean"] for d in history[-5:]) / 5
+    assert late > early + 0.1, [round(d["reward_mean"], 2) for d in history]
+    changed = [n for n, p in trainer.policy.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert changed, "no trained parameter moved"
+    with torch.no_grad():
+        tuned = trainer.policy(input_ids=ids).logits
+    assert not torch.allclose(tuned, original, atol=1e-4)  # the policy moved ...
+    assert torch.allclose(_reference_logits(trainer, ids), original, atol=1e-5)  # ... the reference did not
+    if method == "top_layers":
+        frozen = [n for n, p in trainer.policy.named_parameters() if not p.requires_grad]
+        assert any("layers.0." in n for n in frozen) and all("layers.0." not in n for n in changed)
+    assert {"reward_mean", "reward_std", "kl", "entropy", "reply_length", "eos_rate", "clipfrac", "value_loss", "approx_kl"} <= set(diag)
+    assert len(samples) == 16 and {"prompt", "reply", "reward", "ended"} <= set(samples[0])
+
+
+def test_a_run_registers_the_policy_and_resumes_after_a_stop(tmp_path: Path, registry: ModelRegistry, prompts_file: Path) -> None:
+    class StopAfter:
+        """A stop request that fires after the trainer has checked it n times (one check per step)."""
+
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __bool__(self) -> bool:
+            self.n -= 1
+            return self.n < 0
+
+    cfg = config(prompts_file, steps=6, save_every=0, eval_every=3, sample_every=2, register_as="tiny-ppo")
+    run, metrics = run_ppo(tmp_path, cfg, registry, stop=StopAfter(3))
+    assert metrics["stopped_early"] and metrics["steps"] < 6
+    last = run.last_checkpoint()
+    assert last is not None and json.loads((last / "state.json").read_text())["step"] == metrics["steps"]
+    assert "tiny-ppo" not in registry.names()  # a stopped run is not registered
+    stopped_at = metrics["steps"]
+
+    run, metrics = run_ppo(tmp_path, cfg, registry, run=run, resume=True)
+    steps = [e["step"] for e in run.events() if "reward_mean" in e]
+    assert steps == list(range(1, 7))  # no step trained twice, none skipped
+    assert metrics["steps"] == 6 and not metrics["stopped_early"] and stopped_at < 6
+    assert {"eval_reward_start", "eval_reward_end", "eval_kl_end", "eval_reward_gain"} <= set(metrics)
+    assert any("samples" in e for e in run.events())
+    entry = registry.get("tiny-ppo")
+    assert entry.kind == "causal-lm" and entry.lineage["policy"] == "tiny"
+    from rlhf.generation import GenerationEngine, SamplingParams
+    from rlhf.loading import load_causal_lm
+
+    model, tok = load_causal_lm("tiny-ppo", registry, device="cpu")
+    [reply] = GenerationEngine(model, tok).generate(["hello"], SamplingParams(temperature=0, max_new_tokens=5))
+    assert reply.new_tokens > 0  # the registered checkpoint chats
+
+
+def test_a_separate_value_model(tmp_path: Path, registry: ModelRegistry, prompts_file: Path) -> None:
+    cfg = config(prompts_file, value_model="tiny", steps=2)
+    trainer = PPOTrainer(cfg, registry)
+    before = [p.detach().clone() for p in trainer.value_trunk.parameters()]
+    diag, _ = trainer.train_step([f"q {i}" for i in range(16)], [None] * 16, build_reward(LIKES_E, registry))
+    assert math.isfinite(diag["value_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.value_trunk.parameters(), strict=True))
+
+
+# -- reward sources and config errors --------------------------------------------------------------
+def test_judge_and_similarity_rewards(registry: ModelRegistry, tiny_encoder_dir: Path) -> None:
+    registry.add(tiny_encoder_dir, name="tiny-enc")
+    judge = JudgeReward("tiny", registry, device="cpu")
+    scores = judge(["What is 2+2?", "Hi"], ["4", "Hello there, friend"], [None, None])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+    assert scores == pytest.approx(judge(["What is 2+2?"], ["4"], [None]) + judge(["Hi"], ["Hello there, friend"], [None]), abs=1e-4)
+    sim = SimilarityReward("tiny-enc", registry, device="cpu")
+    same, other = sim(["q", "q"], ["the sea is wide", "capital of France"], ["the sea is wide", "the sea is wide"])
+    assert same == pytest.approx(1.0, abs=1e-4) and other < same
+    with pytest.raises(RewardSpecError, match="reference answer"):
+        sim(["q"], ["a"], [None])
+    combined = build_reward(LIKES_E + [{"type": "function", "function": "tests.rlhf.reward_fns:likes_e", "weight": -2.0}], registry)
+    total, parts = combined(["p"], ["eeee"], [None])
+    assert total == [pytest.approx(1.0 - 2.0)] and list(parts) == ["function:tests.rlhf.reward_fns:likes_e"]
+
+
+@pytest.mark.parametrize(
+    ("rewards", "message"),
+    [
+        ([], "at least one reward source"),
+        ([{"type": "oracle"}], "type must be one of"),
+        ([{"type": "model"}], "needs 'model'"),
+        ([{"type": "function", "function": "no_colon"}], "module.path:function_name"),
+        ([{"type": "judge", "model": "x", "template": "no placeholders"}], "{prompt} and {reply}"),
+        ([{"type": "model", "model": "x", "colour": "red"}], "unknown key"),
+    ],
+)
+def test_bad_reward_specs_are_named(rewards: list, message: str) -> None:
+    with pytest.raises(RewardSpecError, match=re.escape(message)):
+        check_specs(rewards)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict(PPORunConfig, {"prompts": "p.jsonl", "rewards": rewards})
+
+
+def test_a_failing_reward_function_fails_the_run_with_its_message(tmp_path: Path, registry: ModelRegistry, prompts_file: Path) -> None:
+    cfg = config(prompts_file, rewards=[{"type": "function", "function": "tests.rlhf.reward_fns:broken"}], steps=2)
+    with pytest.raises(RuntimeError, match="always fails"):
+        run_ppo(tmp_path, cfg, registry)
+    [run_path] = (tmp_path / "runs").iterdir()
+    status = json.loads((run_path / "status.json").read_text())
+    assert status["state"] == "failed" and "always fails" in status["error"]
+
+
+def test_warnings_for_reward_hacking() -> None:
+    calm = [{"reward_mean": 0.1 * i, "kl": 1.0, "entropy": 2.0, "reply_length": 20, "eos_rate": 0.9} for i in range(5)]
+    assert warnings_for(calm, 6.0, 48) == []
+    runaway = calm + [{"reward_mean": 1.0, "kl": 40.0, "entropy": 0.1, "reply_length": 48, "eos_rate": 0.0}] * 3
+    text = " ".join(warnings_for(runaway, 6.0, 48))
+    assert "KL is running away" in text and "never end" in text and "Entropy has collapsed" in text
+    empty = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 1, "eos_rate": 1.0}]
+    assert "collapsed to (almost) nothing" in " ".join(warnings_for(empty, 6.0, 48))
