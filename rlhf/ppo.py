@@ -598,7 +598,7 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
         batch = prompts_for(trainer.step)
         diag, samples = trainer.train_step([p for p, _ in batch], [r for _, r in batch], reward_fn)
         event = {"step": trainer.step, "max_steps": cfg.steps, **diag}
-        if cfg.sample_every and trainer.step % cfg.sample_every == 0:
+        if cfg.sample_every and (trainer.step % cfg.sample_every == 0 or trainer.step in (1, cfg.steps)):
             event["samples"] = samples[:4]
         if cfg.eval_every and trainer.step % cfg.eval_every == 0 and trainer.step < cfg.steps:
             last_eval = trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed)

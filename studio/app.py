@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import admin, chat, ranking, reward_tab
+from studio import admin, chat, ppo_tab, ranking, reward_tab
 from studio.auth import current_user, ensure_admin, make_auth
 from studio.context import StudioContext
 
@@ -66,6 +66,8 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                 ranking.build(ctx)
             with gr.Tab("Reward model", id="reward", visible=False) as reward_tab_:
                 reward_tab.build(ctx)
+            with gr.Tab("PPO", id="ppo", visible=False) as ppo_tab_:
+                ppo_tab.build(ctx)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
                 admin.build(ctx)
 
@@ -73,9 +75,10 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
             text, is_admin = whoami(ctx, request)
             # Annotators land on the ranking screen; the admin tab exists only for admins (and
             # its handlers check the role again on the server).
-            return text, gr.Tab(visible=is_admin), gr.Tab(visible=is_admin), gr.Tabs(selected="chat" if is_admin else "rank")
+            engineer_tabs = [gr.Tab(visible=is_admin) for _ in range(3)]
+            return text, *engineer_tabs, gr.Tabs(selected="chat" if is_admin else "rank")
 
-        app.load(on_load, None, [user_md, reward_tab_, admin_tab, tabs], api_name=False)
+        app.load(on_load, None, [user_md, reward_tab_, ppo_tab_, admin_tab, tabs], api_name=False)
     return app
 
 

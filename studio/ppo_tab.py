@@ -1,0 +1,258 @@
+"""The "PPO" screen: tune a policy against reward sources, watch it for reward hacking, chat with it.
+
+An ML engineer picks the policy, the prompts (a project of the store, exported to a file for the
+run, or any prompts file), one or more reward sources with weights (a trained reward model, an
+AI judge = RLAIF, a Python function, similarity to reference answers) and the settings of
+:class:`rlhf.ppo.PPORunConfig`. Launch starts ``rlhf-studio train ppo`` as a subprocess; the
+screen plots its diagnostics, shows sample replies and warns when KL runs away or replies
+collapse. The finished policy is registered: it appears in the chat and in candidate generation.
+Admins only. Run alone: ``python -m studio.ppo_tab``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import datetime
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from annotations.export import export_prompts
+from annotations.store import StoreError
+from rlhf.config import ConfigError, config_yaml
+from rlhf.modelfiles import ModelError
+from rlhf.ppo import PPORunConfig, warnings_for
+from rlhf.registry import DEFAULT_CHAT_MODEL
+from rlhf.rewards import DEFAULT_JUDGE_TEMPLATE
+from studio.auth import current_user, require_admin
+from studio.config_form import build_form, form_config
+from studio.context import StudioContext
+from studio.run_monitor import Chart, build_monitor
+
+KIND = "ppo"
+CHARTS = (
+    Chart("Reward (training batch, held-out)", ("reward_mean", "eval_reward")),
+    Chart("KL to the reference (nats per reply)", ("kl", "eval_kl")),
+    Chart("Entropy per token", ("entropy",)),
+    Chart("Reply length (tokens) and end-of-turn rate", ("reply_length", "eos_rate")),
+    Chart("Clip fraction and approximate KL", ("clipfrac", "approx_kl")),
+    Chart("Value loss", ("value_loss",)),
+)
+METRICS = ("eval_reward_gain", "eval_kl_end", "episodes")
+MAIN_FIELDS = ("method", "steps", "batch_size", "max_new_tokens", "learning_rate", "kl_coef", "target_kl", "register_as")
+SPECIAL_FIELDS = {"prompts", "policy", "rewards"}
+PROJECT_PREFIX = "project:"
+
+
+def prompt_choices(ctx: StudioContext) -> list[tuple[str, str]]:
+    return [(f"project {p.name} ({ctx.store.count_prompts(p.id)} prompts)", PROJECT_PREFIX + p.name) for p in ctx.store.projects()]
+
+
+def reward_specs(
+    reward_model: str | None,
+    reward_model_weight: float | None,
+    judge: str | None,
+    judge_weight: float | None,
+    judge_template: str | None,
+    function: str | None,
+    function_weight: float | None,
+    similarity: str | None,
+    similarity_weight: float | None,
+) -> list[dict]:
+    """The ``rewards`` list from the form: every source that is chosen and has a non-zero weight."""
+    specs: list[dict] = []
+    if reward_model and reward_model_weight:
+        specs.append({"type": "model", "model": reward_model, "weight": float(reward_model_weight)})
+    if judge and judge_weight:
+        spec = {"type": "judge", "model": judge, "weight": float(judge_weight)}
+        if judge_template and judge_template.strip() != DEFAULT_JUDGE_TEMPLATE:
+            spec["template"] = judge_template
+        specs.append(spec)
+    if function and function.strip() and function_weight:
+        specs.append({"type": "function", "function": function.strip(), "weight": float(function_weight)})
+    if similarity and similarity_weight:
+        specs.append({"type": "similarity", "model": similarity, "weight": float(similarity_weight)})
+    return specs
+
+
+def make_config(ctx: StudioContext, prompts: str | None, policy: str | None, rewards: list[dict], settings: dict) -> PPORunConfig:
+    """The typed config from the form; ValueError saying what to fix. Projects are resolved later."""
+    if not prompts:
+        raise ValueError("Choose the prompts: a project, or type the path of a prompts file.")
+    if not policy:
+        raise ValueError("Choose the policy model.")
+    for name in [policy] + [s["model"] for s in rewards if "model" in s]:
+        try:
+            ctx.registry.get(name)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from exc
+    if ctx.registry.get(policy).kind != "causal-lm":
+        raise ValueError(f"{policy} is a {ctx.registry.get(policy).kind} model; the policy must be a causal LM")
+    if not rewards:
+        raise ValueError("Choose at least one reward source (a reward model, a judge, a function or similarity) with a non-zero weight.")
+    try:
+        return form_config(PPORunConfig, {"prompts": prompts, "policy": policy, "rewards": rewards, **settings})
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def preview(ctx: StudioContext, prompts: str | None, policy: str | None, rewards: list[dict], settings: dict) -> tuple[str, str]:
+    try:
+        cfg = make_config(ctx, prompts, policy, rewards, settings)
+    except ValueError as exc:
+        return f"# not ready: {exc}\n", ""
+    note = ""
+    if cfg.prompts.startswith(PROJECT_PREFIX):
+        note = f"\n\nAt launch the project's prompts are exported to a JSONL file under `{ctx.launcher.root}`; the config names it."
+    command = f"rlhf-studio train ppo --config run.yaml --runs-dir {ctx.launcher.root}"
+    return config_yaml(cfg), f"Save the config as `run.yaml`, then the same run from a terminal is:\n\n```\n{command}\n```{note}"
+
+
+def launch(ctx: StudioContext, prompts: str | None, policy: str | None, rewards: list[dict], settings: dict, request) -> str:
+    """Start a PPO run; a project's prompts are exported to a file first (runs never read the database)."""
+    require_admin(ctx.store, request)
+    try:
+        cfg = make_config(ctx, prompts, policy, rewards, settings)
+        if cfg.prompts.startswith(PROJECT_PREFIX):
+            project = cfg.prompts[len(PROJECT_PREFIX) :]
+            safe = re.sub(r"[^A-Za-z0-9_-]+", "-", project).strip("-") or "project"
+            path = ctx.launcher.root / "prompt-sets" / f"{safe}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+            export_prompts(ctx.store, project, path)
+            cfg = dataclasses.replace(cfg, prompts=str(path))
+        elif not Path(cfg.prompts).is_file():
+            raise ValueError(f"{cfg.prompts} does not exist; choose a project or type the path of a prompts file.")
+    except (ValueError, StoreError) as exc:
+        raise gr.Error(str(exc)) from exc
+    return ctx.launcher.start(KIND, cfg).id
+
+
+def samples_and_warnings(ctx: StudioContext, run_id: str | None) -> tuple[pd.DataFrame, str]:
+    """The latest sample replies of a run and any reward-hacking warnings."""
+    empty = pd.DataFrame(columns=["step", "prompt", "reply", "reward", "ended"])
+    if not run_id:
+        return empty, ""
+    try:
+        run = ctx.launcher.get(run_id)
+    except ValueError:
+        return empty, ""
+    events = run.events()
+    rows = []
+    for event in reversed(events):
+        if event.get("samples"):
+            rows = [[event["step"], s["prompt"], s["reply"], round(s["reward"], 3), s["ended"]] for s in event["samples"]]
+            break
+    cfg = run.config()
+    found = warnings_for(events, cfg.get("target_kl"), cfg.get("max_new_tokens"))
+    text = "\n".join(f"- ⚠️ {w}" for w in found)
+    return (pd.DataFrame(rows, columns=empty.columns) if rows else empty), (f"**Warnings**\n\n{text}" if text else "")
+
+
+def build(ctx: StudioContext) -> gr.Blocks:
+    with gr.Blocks() as screen:
+        gr.Markdown(
+            "Tune a policy with PPO against one or more reward sources. The reference is the policy with its adapters "
+            "switched off; the KL penalty keeps the policy close to it. Runs keep going if you close the page."
+        )
+        with gr.Row():
+            with gr.Column(scale=2):
+                gr.Markdown("### New run")
+                policy = gr.Dropdown(
+                    label="Policy", choices=ctx.registry.names("causal-lm"), value=DEFAULT_CHAT_MODEL, elem_id="ppo-policy"
+                )
+                prompts = gr.Dropdown(
+                    label="Prompts",
+                    info="a project's prompts, or type the path of a prompts file",
+                    choices=prompt_choices(ctx),
+                    allow_custom_value=True,
+                    elem_id="ppo-prompts",
+                )
+                with gr.Group():
+                    gr.Markdown("**Reward sources** (weighted sum; a weight of 0 leaves a source out)")
+                    with gr.Row():
+                        rm = gr.Dropdown(label="Reward model", choices=ctx.registry.names("reward-model"), elem_id="ppo-rm", scale=3)
+                        rm_w = gr.Number(label="weight", value=1.0, elem_id="ppo-rm-weight", scale=1)
+                    with gr.Row():
+                        judge = gr.Dropdown(label="AI judge (RLAIF)", choices=ctx.registry.names("causal-lm"), elem_id="ppo-judge", scale=3)
+                        judge_w = gr.Number(label="weight", value=1.0, elem_id="ppo-judge-weight", scale=1)
+                    judge_template = gr.Textbox(label="Judge prompt ({prompt}, {reply})", value=DEFAULT_JUDGE_TEMPLATE, lines=3)
+                    with gr.Row():
+                        fn = gr.Textbox(label="Python function", placeholder="package.module:function", elem_id="ppo-fn", scale=3)
+                        fn_w = gr.Number(label="weight", value=1.0, elem_id="ppo-fn-weight", scale=1)
+                    with gr.Row():
+                        sim = gr.Dropdown(
+                            label="Similarity to reference answers", choices=ctx.registry.names("encoder"), elem_id="ppo-sim", scale=3
+                        )
+                        sim_w = gr.Number(label="weight", value=1.0, elem_id="ppo-sim-weight", scale=1)
+                choices = {"method": ["lora", "top_layers"], "launcher": ["python", "accelerate"]}
+                all_fields = {f.name for f in dataclasses.fields(PPORunConfig)}
+                main = build_form(PPORunConfig, choices, skip=SPECIAL_FIELDS | (all_fields - set(MAIN_FIELDS)))
+                with gr.Accordion("More settings", open=False):
+                    more = build_form(PPORunConfig, choices, skip=SPECIAL_FIELDS | set(MAIN_FIELDS))
+                launch_btn = gr.Button("Launch PPO run", variant="primary", elem_id="ppo-launch")
+                with gr.Accordion("Config file and command", open=False):
+                    yaml_box = gr.Code(language="yaml", interactive=False, elem_id="ppo-yaml")
+                    command = gr.Markdown(elem_id="ppo-command")
+            with gr.Column(scale=3):
+                gr.Markdown("### Runs")
+                monitor = build_monitor(ctx, KIND, CHARTS, METRICS)
+                warnings_md = gr.Markdown(elem_id="ppo-warnings")
+                samples = gr.DataFrame(label="Latest sample replies", interactive=False, wrap=True, elem_id="ppo-samples")
+
+        fields = {**main, **more}
+        reward_inputs = [rm, rm_w, judge, judge_w, judge_template, fn, fn_w, sim, sim_w]
+        inputs = {policy, prompts, *reward_inputs, *fields.values()}
+
+        def parts(values: dict) -> tuple:
+            rewards = reward_specs(*(values[c] for c in reward_inputs))
+            return values[prompts], values[policy], rewards, {name: values[c] for name, c in fields.items()}
+
+        def on_preview(values: dict):
+            return preview(ctx, *parts(values))
+
+        def on_launch(values: dict, request: gr.Request):
+            run_id = launch(ctx, *parts(values), request)
+            return gr.Dropdown(choices=[r.id for r in ctx.launcher.runs(KIND)], value=run_id)
+
+        def on_tick(run_id, request: gr.Request):
+            require_admin(ctx.store, request)
+            return samples_and_warnings(ctx, run_id)
+
+        def on_refresh(request: gr.Request):
+            if not current_user(ctx.store, request).is_admin:  # annotators load the page too
+                return tuple(gr.skip() for _ in range(8))
+            lm = ctx.registry.names("causal-lm")
+            return (
+                gr.Dropdown(choices=lm),
+                gr.Dropdown(choices=prompt_choices(ctx)),
+                gr.Dropdown(choices=ctx.registry.names("reward-model")),
+                gr.Dropdown(choices=lm),
+                gr.Dropdown(choices=ctx.registry.names("encoder")),
+                gr.Dropdown(choices=[r.id for r in ctx.launcher.runs(KIND)]),
+                gr.Timer(active=True),
+                gr.skip(),
+            )
+
+        def refresher(kind: str | None, projects: bool = False):
+            def on_focus(request: gr.Request):
+                require_admin(ctx.store, request)
+                return gr.Dropdown(choices=prompt_choices(ctx) if projects else ctx.registry.names(kind))
+
+            return on_focus
+
+        ordered = [policy, prompts, *reward_inputs, *fields.values()]
+        gr.on([c.change for c in ordered], on_preview, inputs, [yaml_box, command], api_name=False, show_progress="hidden")
+        launch_btn.click(on_launch, inputs, monitor.run, api_name="launch_ppo_run")
+        monitor.timer.tick(on_tick, monitor.run, [samples, warnings_md], api_name=False, show_progress="hidden")
+        for comp, kind in ((policy, "causal-lm"), (rm, "reward-model"), (judge, "causal-lm"), (sim, "encoder")):
+            comp.focus(refresher(kind), None, comp, api_name=False)
+        prompts.focus(refresher(None, projects=True), None, prompts, api_name=False)
+        screen.load(on_refresh, None, [policy, prompts, rm, judge, sim, monitor.run, monitor.timer, warnings_md], api_name=False)
+    return screen
+
+
+if __name__ == "__main__":
+    from studio.app import standalone
+
+    standalone(build)
