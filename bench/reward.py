@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench.common import hh_pairs, write_result
+from bench.common import ROOT, hh_pairs, write_result
 from rlhf.preference_data import pair_from_record
 from rlhf.registry import ModelRegistry
 from rlhf.reward import RewardRunConfig, evaluate_pairs, train_reward
@@ -121,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--skip-trl", action="store_true", help="train ours only (bench/ppo.py uses this to make its reward model)")
     args = parser.parse_args()
     rows = hh_pairs()
     random.Random(0).shuffle(rows)
@@ -135,8 +137,15 @@ def main() -> None:
     assert abs(evaluate_pairs(Shorter(), pairs)["accuracy"] - shorter) < 0.01
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        baseline = plain_trl(train_rows, held_out, work)
         mine = ours(train_rows, held_out, work, args.epochs, args.lr)
+        # Kept for bench/ppo.py, which tunes a policy against this reward model.
+        cached = ROOT / "bench" / ".cache" / "reward-minilm"
+        shutil.rmtree(cached, ignore_errors=True)
+        shutil.copytree(mine.pop("checkpoint"), cached)
+        if args.skip_trl:
+            print(f"ours: held-out accuracy {mine['held_out_accuracy']:.4f} in {mine['seconds']:.0f} s; checkpoint in {cached}")
+            return
+        baseline = plain_trl(train_rows, held_out, work)
     print(f"{'trainer':<30}{'held-out acc':>14}{'wall s':>9}{'pairs used':>12}{'dropped':>9}")
     print(f"{'shorter reply wins':<30}{shorter:>14.4f}{'-':>9}{'-':>12}{'-':>9}")
     for name, r in (("plain trl RewardTrainer", baseline), (f"ours ({args.epochs:g} ep, lr {args.lr:g})", mine)):

@@ -310,34 +310,39 @@ class PPOTrainer:
         return _Swapped(self.policy, self._initial)
 
     # -- forward passes ---------------------------------------------------------------------------
-    def _forward(
-        self, batch: Batch, rows: slice | torch.Tensor, with_values: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(log-probs of the reply tokens, values at the same positions or None, entropy) for some rows."""
+    def _forward(self, batch: Batch, rows, with_values: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(log-probs of the reply tokens, values at the same positions or None, entropy or None) for some rows.
+
+        Only the reply's positions go through the LM head (``logits_to_keep``): the prompt's
+        logits are never needed, and on a 49k vocabulary they are most of the memory.
+        """
         ids, mask, pos = batch.input_ids[rows], batch.attention_mask[rows], batch.position_ids[rows]
+        start, width = batch.start, batch.response_mask.shape[1]
+        shared_values = with_values and self.value_trunk is None
         out = self.policy(
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            output_hidden_states=with_values and self.value_trunk is None,
+            output_hidden_states=shared_values,
             use_cache=False,
+            logits_to_keep=width + 1,
         )
-        start, width = batch.start, batch.response_mask.shape[1]
-        logits = out.logits[:, start - 1 : start - 1 + width].float()
+        logits = out.logits[:, :-1].float()  # positions start-1 .. start+width-2 predict the reply tokens
         if self.cfg.temperature != 1.0:
             logits = logits / self.cfg.temperature  # score the distribution the replies were sampled from
-        logp_all = logits.log_softmax(-1)
         targets = ids[:, start : start + width]
-        logprobs = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        entropy = None
+        if not torch.is_grad_enabled():  # a diagnostic: not worth a graph in the update passes
+            logp_all = logits.log_softmax(-1)
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
         values = None
         if with_values:
-            if self.value_trunk is None:
+            if shared_values:
                 hidden = out.hidden_states[-1]
             else:
-                hidden = self.value_trunk(
-                    input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False
-                ).hidden_states[-1]
+                trunk = self.value_trunk(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False)
+                hidden = trunk.hidden_states[-1]
             values = self.value_head(hidden[:, start - 1 : start - 1 + width].float()).squeeze(-1)
         return logprobs, values, entropy
 

@@ -229,3 +229,22 @@ def test_warnings_for_reward_hacking() -> None:
     assert "KL is running away" in text and "never end" in text and "Entropy has collapsed" in text
     empty = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 1, "eos_rate": 1.0}]
     assert "collapsed to (almost) nothing" in " ".join(warnings_for(empty, 6.0, 48))
+
+
+def test_reply_log_probs_match_a_full_forward_pass(registry: ModelRegistry, prompts_file: Path) -> None:
+    """The trainer scores only the reply's positions; the figures equal a plain full pass, row by row."""
+    from rlhf.ppo import layout
+
+    trainer = PPOTrainer(config(prompts_file), registry)
+    rollouts = trainer.rollout(["hi", "tell me about the sea please"], [None, None], seed=3)
+    batch = layout(rollouts, trainer.tokenizer.pad_token_id, trainer.device)
+    with torch.no_grad():
+        logp, values, entropy = trainer._forward(batch, slice(0, 2), with_values=True)
+        for row, r in enumerate(rollouts):
+            ids = torch.tensor([r.prompt_ids + r.response_ids])
+            full = trainer.policy(input_ids=ids).logits[0].log_softmax(-1)
+            n_prompt = len(r.prompt_ids)
+            expected = [full[n_prompt - 1 + t, tok].item() for t, tok in enumerate(r.response_ids)]
+            got = logp[row, : len(r.response_ids)].tolist()
+            assert got == pytest.approx(expected, abs=1e-4)
+    assert values.shape == logp.shape and entropy.shape == logp.shape
