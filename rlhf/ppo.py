@@ -577,6 +577,13 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
         train_records, eval_records = _split(records, cfg.eval_fraction, cfg.seed)
     if not train_records:
         raise ValueError(f"{cfg.prompts} has no training prompts")
+    if any(spec["type"] == "similarity" for spec in cfg.rewards):
+        missing = sum(ref is None for _, ref in train_records + eval_records)
+        if missing:
+            raise ValueError(
+                f"a similarity reward needs a reference answer for every prompt; {missing} prompt(s) in {cfg.prompts} have none "
+                f"(give each record a {' / '.join(REFERENCE_FIELDS)} field, or drop the similarity source)"
+            )
     reward_fn = build_reward(cfg.rewards, registry)
     trainer = PPOTrainer(cfg, registry)
     eval_p, eval_r = [p for p, _ in eval_records], [r for _, r in eval_records]

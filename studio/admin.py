@@ -376,7 +376,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 projects_frame(ctx),
                 annotators_frame(ctx),
                 snapshots_frame(ctx),
-                gr.Dropdown(choices=ctx.registry.names("causal-lm")),
+                gr.update(choices=ctx.registry.names("causal-lm")),
             ]
 
         lists = [*project_pickers, project_table, people_table, snap_table, gen_models]

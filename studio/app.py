@@ -36,6 +36,7 @@ CSS = """
 .bar-text { color: var(--body-text-color-subdued); font-size: 0.9em; }
 .bar-empty { color: var(--body-text-color-subdued); }
 .line-chart { padding: 6px 2px; }
+.run-plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 4px 16px; }
 .chart-legend { font-size: 0.85em; margin-top: 2px; }
 """
 

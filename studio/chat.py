@@ -212,9 +212,11 @@ def build(ctx: StudioContext) -> gr.Blocks:
         queue_btn.click(on_send, [chatbot, queue_project, model, temperature, top_p, max_new], queue_status, api_name="send_to_queue")
 
         def refresh():
-            return gr.Dropdown(choices=model_choices(ctx)), gr.Dropdown(choices=[p.name for p in ctx.store.projects()])
+            return gr.update(choices=model_choices(ctx)), gr.update(choices=[p.name for p in ctx.store.projects()])
 
         screen.load(refresh, None, [model, queue_project], queue=False, api_name=False)
+        # Models trained while the page is open (reward, PPO, SFT runs) appear when the list opens.
+        model.focus(lambda: gr.update(choices=model_choices(ctx)), None, model, queue=False, api_name=False)
     return screen
 
 

@@ -171,10 +171,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 with gr.Group():
                     gr.Markdown("**Reward sources** (weighted sum; a weight of 0 leaves a source out)")
                     with gr.Row():
-                        rm = gr.Dropdown(label="Reward model", choices=ctx.registry.names("reward-model"), elem_id="ppo-rm", scale=3)
+                        rm = gr.Dropdown(
+                            label="Reward model", choices=ctx.registry.names("reward-model"), value=None, elem_id="ppo-rm", scale=3
+                        )
                         rm_w = gr.Number(label="weight", value=1.0, elem_id="ppo-rm-weight", scale=1)
                     with gr.Row():
-                        judge = gr.Dropdown(label="AI judge (RLAIF)", choices=ctx.registry.names("causal-lm"), elem_id="ppo-judge", scale=3)
+                        judge = gr.Dropdown(
+                            label="AI judge (RLAIF)", choices=ctx.registry.names("causal-lm"), value=None, elem_id="ppo-judge", scale=3
+                        )
                         judge_w = gr.Number(label="weight", value=1.0, elem_id="ppo-judge-weight", scale=1)
                     judge_template = gr.Textbox(label="Judge prompt ({prompt}, {reply})", value=DEFAULT_JUDGE_TEMPLATE, lines=3)
                     with gr.Row():
@@ -182,7 +186,11 @@ def build(ctx: StudioContext) -> gr.Blocks:
                         fn_w = gr.Number(label="weight", value=1.0, elem_id="ppo-fn-weight", scale=1)
                     with gr.Row():
                         sim = gr.Dropdown(
-                            label="Similarity to reference answers", choices=ctx.registry.names("encoder"), elem_id="ppo-sim", scale=3
+                            label="Similarity to reference answers",
+                            choices=ctx.registry.names("encoder"),
+                            value=None,
+                            elem_id="ppo-sim",
+                            scale=3,
                         )
                         sim_w = gr.Number(label="weight", value=1.0, elem_id="ppo-sim-weight", scale=1)
                 choices = {"method": ["lora", "top_layers"], "launcher": ["python", "accelerate"]}
@@ -224,12 +232,12 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 return tuple(gr.skip() for _ in range(8))
             lm = ctx.registry.names("causal-lm")
             return (
-                gr.Dropdown(choices=lm),
-                gr.Dropdown(choices=prompt_choices(ctx)),
-                gr.Dropdown(choices=ctx.registry.names("reward-model")),
-                gr.Dropdown(choices=lm),
-                gr.Dropdown(choices=ctx.registry.names("encoder")),
-                gr.Dropdown(choices=[r.id for r in ctx.launcher.runs(KIND)]),
+                gr.update(choices=lm),
+                gr.update(choices=prompt_choices(ctx)),
+                gr.update(choices=ctx.registry.names("reward-model")),
+                gr.update(choices=lm),
+                gr.update(choices=ctx.registry.names("encoder")),
+                gr.update(choices=[r.id for r in ctx.launcher.runs(KIND)]),
                 gr.Timer(active=True),
                 gr.skip(),
             )
@@ -237,7 +245,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
         def refresher(kind: str | None, projects: bool = False):
             def on_focus(request: gr.Request):
                 require_admin(ctx.store, request)
-                return gr.Dropdown(choices=prompt_choices(ctx) if projects else ctx.registry.names(kind))
+                return gr.update(choices=prompt_choices(ctx) if projects else ctx.registry.names(kind))
 
             return on_focus
 

@@ -308,7 +308,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         project.change(on_open, project, outputs, api_name="open_project")
         # Projects created since the page loaded show up when the list is opened.
-        project.focus(lambda: gr.Dropdown(choices=project_names(ctx)), None, project, api_name=False, show_progress="hidden")
+        project.focus(lambda: gr.update(choices=project_names(ctx)), None, project, api_name=False, show_progress="hidden")
         submit_btn.click(on_submit, rank_inputs, outputs, api_name="submit_ranking")
         for button, verdict in ((pair_a, "A"), (pair_b, "B"), (pair_tie, "tie"), (pair_bad, "both_bad")):
             button.click(on_pair(verdict), [state, rationale], outputs, api_name=f"pairwise_{verdict.lower()}")

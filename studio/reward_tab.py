@@ -161,10 +161,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
             if not current_user(ctx.store, request).is_admin:  # annotators load the page too; nothing here is theirs
                 return tuple(gr.skip() for _ in range(5))
             return (
-                gr.Dropdown(choices=data_choices(ctx)),
-                gr.Dropdown(choices=base_model_choices(ctx)),
-                gr.Dropdown(choices=ctx.registry.names("reward-model")),
-                gr.Dropdown(choices=[r.id for r in ctx.launcher.runs(KIND)]),
+                gr.update(choices=data_choices(ctx)),
+                gr.update(choices=base_model_choices(ctx)),
+                gr.update(choices=ctx.registry.names("reward-model")),
+                gr.update(choices=[r.id for r in ctx.launcher.runs(KIND)]),
                 gr.Timer(active=True),
             )
 
@@ -183,15 +183,15 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         def on_models_focus(request: gr.Request):
             require_admin(ctx.store, request)
-            return gr.Dropdown(choices=ctx.registry.names("reward-model"))
+            return gr.update(choices=ctx.registry.names("reward-model"))
 
         def on_data_focus(request: gr.Request):
             require_admin(ctx.store, request)
-            return gr.Dropdown(choices=data_choices(ctx))
+            return gr.update(choices=data_choices(ctx))
 
         def on_base_focus(request: gr.Request):
             require_admin(ctx.store, request)
-            return gr.Dropdown(choices=base_model_choices(ctx))
+            return gr.update(choices=base_model_choices(ctx))
 
         # Lists are read again when opened: snapshots and models appear while the page is open.
         data.focus(on_data_focus, None, data, api_name=False)

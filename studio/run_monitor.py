@@ -98,7 +98,7 @@ def run_detail(launcher: RunLauncher, run_id: str | None, charts: tuple[Chart, .
         lines.append(f"Metrics: {html.escape(shown)}")
     if status.get("traceback"):
         lines.append("<details><summary>Traceback</summary>\n\n```\n" + status["traceback"][-3000:] + "\n```\n</details>")
-    plots = "".join(line_chart(c.title, series(events, c.keys)) for c in charts)
+    plots = '<div class="run-plots">' + "".join(line_chart(c.title, series(events, c.keys)) for c in charts) + "</div>"
     bar = progress_bar(fraction, caption, failed=state.state in ("failed", "lost"))
     return "\n\n".join(lines), bar, plots, ANSI.sub("", run.tail_log(40)), state.alive
 
