@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhf import pooling
 from rlhf.launch import LaunchFields, is_main_process
 from rlhf.preference_data import Pair, read_pairs
 from rlhf.scoring import RewardScorer, encode_pair
@@ -34,6 +35,7 @@ class RewardRunConfig(LaunchFields):
     epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs"})
     batch_size: int = field(default=16, metadata={"help": "pairs per step"})
     max_length: int = field(default=256, metadata={"help": "tokens per prompt + reply; longer texts lose their start"})
+    pooling: str = field(default="mean", metadata={"help": "encoders: mean of the token vectors (sentence encoders) or cls"})
     eval_fraction: float = field(default=0.2, metadata={"help": "share of pairs held out for evaluation (ignored with eval_data)"})
     eval_data: str | None = field(default=None, metadata={"help": "a separate held-out pairs file (optional)"})
     seed: int = field(default=0, metadata={"help": "random seed (split, head initialisation, shuffling)"})
@@ -43,6 +45,8 @@ class RewardRunConfig(LaunchFields):
 
     def __post_init__(self) -> None:
         self.check_launch()
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
         if self.method not in ("full", "lora"):
             raise ValueError(f"method must be 'full' or 'lora', got {self.method!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -112,6 +116,7 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     torch.manual_seed(cfg.seed)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
+    pooling.apply(model, cfg.pooling)  # decoders always score their last token
     peft_config = None
     if cfg.method == "lora":
         from peft import LoraConfig

@@ -62,6 +62,9 @@ class RewardScorer:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
+        from rlhf.pooling import restore
+
+        restore(model)
         return cls(model, tokenizer, max_length, pick_device(device))
 
     @torch.inference_mode()

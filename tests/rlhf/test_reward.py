@@ -87,6 +87,9 @@ def test_training_raises_pairwise_accuracy(
     assert any(not torch.equal(a, b) for a, b in zip(base.bert.parameters(), trained.bert.parameters(), strict=True))
     scorer = RewardScorer.load(run.checkpoint_dir, max_length=32)
     assert scorer.score("capital sea", "France good good") > scorer.score("capital sea", "France bad bad")
+    # Saved with mean pooling, loaded with mean pooling: the reloaded scorer gives the run's own figures.
+    assert json.loads((run.checkpoint_dir / "config.json").read_text())["rlhf_pooling"] == "mean"
+    assert evaluate_pairs(scorer, held_out)["mean_margin"] == pytest.approx(metrics["eval_mean_margin"], abs=1e-4)
     entry = registry.get(metrics["registered_as"])
     assert entry.kind == "reward-model" and entry.lineage["base_model"] == "tiny-enc" and entry.lineage["data"] == str(pairs_file)
     losses = [e["loss"] for e in run.events() if "loss" in e]
