@@ -154,8 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rlhf.ppo import PPORunConfig, train_ppo
     from rlhf.reward import RewardRunConfig, train_reward
     from rlhf.runs import RunDir, StopRequest, run_guard
+    from rlhf.sft import SFTRunConfig, train_sft
 
-    trainers = {"reward": (RewardRunConfig, train_reward), "ppo": (PPORunConfig, train_ppo)}
+    trainers = {"reward": (RewardRunConfig, train_reward), "ppo": (PPORunConfig, train_ppo), "sft": (SFTRunConfig, train_sft)}
     cfg_cls, train = trainers[args.kind]
     try:
         if args.resume:
@@ -264,12 +265,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train a model in a run folder (reward, ppo)",
+        help="train a model in a run folder (reward, ppo, sft)",
         description="Start a training run: the config is checked, a run folder is made under --runs-dir "
         "(config.yaml, events.jsonl, run.log, status.json, metrics.json, checkpoint/), and the result is "
         "registered. SIGTERM stops at the next step and saves; --resume RUN_FOLDER continues from its last checkpoint.",
     )
-    p.add_argument("kind", choices=["reward", "ppo"], help="what to train: a reward model, or a policy with PPO")
+    p.add_argument(
+        "kind", choices=["reward", "ppo", "sft"], help="what to train: a reward model, a policy with PPO, instruction tuning (SFT)"
+    )
     p.add_argument("--config", metavar="FILE", help="the run's YAML config")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run folders go (default: %(default)s)")
     p.add_argument("--resume", metavar="RUN_FOLDER", help="continue a stopped run from its last checkpoint")
@@ -298,9 +301,10 @@ def build_parser(prog: str = "python -m rlhf") -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from rlhf.config import ConfigError
+    from rlhf.instruction_data import InstructionFileError
     from rlhf.preference_data import PairFileError
 
-    return (CliError, ModelError, PromptFileError, ConfigError, PairFileError)
+    return (CliError, ModelError, PromptFileError, ConfigError, PairFileError, InstructionFileError)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None, user_errors: tuple[type[Exception], ...] = ()) -> int:

@@ -640,6 +640,11 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
     metrics["stopped_early"] = bool(stop)
     run.write_metrics(metrics)
     run.append_event({"step": trainer.step, "final": True, **metrics})
+    from dataclasses import asdict
+
+    from rlhf.model_card import write_card
+
+    write_card(run.checkpoint_dir, registry, cfg.policy, f"PPO ({cfg.method})", cfg.prompts, asdict(cfg), metrics, "ppo", run.id)
     if not stop:
         entry = registry.add(
             run.checkpoint_dir,

@@ -181,6 +181,11 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     metrics["stopped_early"] = bool(stop)
     run.write_metrics(metrics)
     run.append_event({"step": trainer.state.global_step, "final": True, **metrics})
+    from dataclasses import asdict
+
+    from rlhf.model_card import write_card
+
+    write_card(run.checkpoint_dir, registry, cfg.base_model, cfg.method, cfg.data, asdict(cfg), metrics, "reward", run.id)
     if not stop:
         entry = registry.add(
             run.checkpoint_dir,
