@@ -150,13 +150,19 @@ def _run_under_accelerate(kind: str, run, num_processes: int) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rlhf.config import ConfigError, config_to_dict, load_config, save_config
+    from rlhf.dpo import DPORunConfig, train_dpo
     from rlhf.launch import is_main_process, under_launcher
     from rlhf.ppo import PPORunConfig, train_ppo
     from rlhf.reward import RewardRunConfig, train_reward
     from rlhf.runs import RunDir, StopRequest, run_guard
     from rlhf.sft import SFTRunConfig, train_sft
 
-    trainers = {"reward": (RewardRunConfig, train_reward), "ppo": (PPORunConfig, train_ppo), "sft": (SFTRunConfig, train_sft)}
+    trainers = {
+        "reward": (RewardRunConfig, train_reward),
+        "ppo": (PPORunConfig, train_ppo),
+        "sft": (SFTRunConfig, train_sft),
+        "dpo": (DPORunConfig, train_dpo),
+    }
     cfg_cls, train = trainers[args.kind]
     try:
         if args.resume:
@@ -265,13 +271,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train a model in a run folder (reward, ppo, sft)",
+        help="train a model in a run folder (reward, ppo, sft, dpo)",
         description="Start a training run: the config is checked, a run folder is made under --runs-dir "
         "(config.yaml, events.jsonl, run.log, status.json, metrics.json, checkpoint/), and the result is "
         "registered. SIGTERM stops at the next step and saves; --resume RUN_FOLDER continues from its last checkpoint.",
     )
     p.add_argument(
-        "kind", choices=["reward", "ppo", "sft"], help="what to train: a reward model, a policy with PPO, instruction tuning (SFT)"
+        "kind",
+        choices=["reward", "ppo", "sft", "dpo"],
+        help="what to train: a reward model, a policy with PPO, instruction tuning (SFT), or a policy with DPO",
     )
     p.add_argument("--config", metavar="FILE", help="the run's YAML config")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run folders go (default: %(default)s)")
