@@ -115,6 +115,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "prompt templates of the prompt lab",
+        (
+            """CREATE TABLE prompt_templates (
+                name VARCHAR PRIMARY KEY,
+                body JSON NOT NULL,
+                updated TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

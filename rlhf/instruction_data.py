@@ -82,7 +82,8 @@ def example_from_record(record: dict, where: str) -> Example:
     )
 
 
-def _records(path: Path) -> list[tuple[str, dict]]:
+def read_records(path: Path) -> list[tuple[str, dict]]:
+    """(where, record) for every record of a JSONL / JSON / CSV / parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         out = []
@@ -117,7 +118,7 @@ def read_examples(path: Path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise InstructionFileError(f"instruction file {path} not found")
-    examples = [example_from_record(record, where) for where, record in _records(path)]
+    examples = [example_from_record(record, where) for where, record in read_records(path)]
     if not examples:
         raise InstructionFileError(f"{path} holds no examples")
     return examples

@@ -82,3 +82,15 @@ class ScorerPool:
 
     def get(self, name: str) -> RewardScorer:
         return self._cache.get(name)
+
+
+class EncoderPool:
+    """Loaded sentence encoders by registry name (nearest-neighbour demonstrations in the prompt lab)."""
+
+    def __init__(self, registry: ModelRegistry, capacity: int = 1, device: str | None = None) -> None:
+        from rlhf.embedding import SentenceEncoder
+
+        self._cache: _Cache[SentenceEncoder] = _Cache(lambda name: SentenceEncoder.load(name, registry, device), capacity)
+
+    def get(self, name: str):
+        return self._cache.get(name)

@@ -98,28 +98,15 @@ class SimilarityReward:
     """Cosine similarity of the reply to the prompt's reference answer under a sentence encoder."""
 
     def __init__(self, name: str, registry: ModelRegistry, device: torch.device | str | None = None) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from rlhf.embedding import SentenceEncoder
 
-        from rlhf.device import pick_device
-
-        folder = registry.resolve(name)
-        self.device = pick_device(str(device) if device else None)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder).to(self.device).eval()
-
-    @torch.inference_mode()
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt").to(self.device)
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+        self.encoder = SentenceEncoder.load(name, registry, str(device) if device else None)
 
     def __call__(self, prompts: Sequence[str], replies: Sequence[str], references: Sequence[str | None]) -> list[float]:
         if any(not ref for ref in references):
             raise RewardSpecError("a similarity reward needs a reference answer for every prompt (a 'reference' or 'response' field)")
-        a, b = self.embed([r or " " for r in replies]), self.embed([str(r) for r in references])
-        return (a * b).sum(-1).float().cpu().tolist()
+        a, b = self.encoder.embed(list(replies)), self.encoder.embed([str(r) for r in references])
+        return (a * b).sum(-1).tolist()
 
 
 class JudgeReward:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import admin, chat, ppo_tab, ranking, reward_tab
+from studio import admin, chat, dpo_tab, ppo_tab, prompt_lab, ranking, reward_tab, sft_tab
 from studio.auth import current_user, ensure_admin, make_auth
 from studio.context import StudioContext
 
@@ -63,12 +63,18 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat.build(ctx)
+            with gr.Tab("Prompt lab", id="lab"):
+                prompt_lab.build(ctx)
             with gr.Tab("Rank", id="rank"):
                 ranking.build(ctx)
+            with gr.Tab("Instruction tuning", id="sft", visible=False) as sft_tab_:
+                sft_tab.build(ctx)
             with gr.Tab("Reward model", id="reward", visible=False) as reward_tab_:
                 reward_tab.build(ctx)
             with gr.Tab("PPO", id="ppo", visible=False) as ppo_tab_:
                 ppo_tab.build(ctx)
+            with gr.Tab("DPO", id="dpo", visible=False) as dpo_tab_:
+                dpo_tab.build(ctx)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
                 admin.build(ctx)
 
@@ -76,10 +82,10 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
             text, is_admin = whoami(ctx, request)
             # Annotators land on the ranking screen; the admin tab exists only for admins (and
             # its handlers check the role again on the server).
-            engineer_tabs = [gr.Tab(visible=is_admin) for _ in range(3)]
+            engineer_tabs = [gr.Tab(visible=is_admin) for _ in range(5)]
             return text, *engineer_tabs, gr.Tabs(selected="chat" if is_admin else "rank")
 
-        app.load(on_load, None, [user_md, reward_tab_, ppo_tab_, admin_tab, tabs], api_name=False)
+        app.load(on_load, None, [user_md, sft_tab_, reward_tab_, ppo_tab_, dpo_tab_, admin_tab, tabs], api_name=False)
     return app
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotations.store import Store
-from rlhf.pool import EnginePool, ScorerPool
+from rlhf.pool import EncoderPool, EnginePool, ScorerPool
 from rlhf.registry import ModelRegistry
 from studio.candidates import CandidateJobs
 from studio.launcher import RunLauncher
@@ -24,6 +24,7 @@ class StudioContext:
     jobs: CandidateJobs
     launcher: RunLauncher
     scorers: ScorerPool
+    encoders: EncoderPool
 
     @classmethod
     def open(cls, db: str | Path, home: Path | None = None, device: str | None = None) -> StudioContext:
@@ -39,6 +40,7 @@ class StudioContext:
             jobs=CandidateJobs(store, engines, registry),
             launcher=launcher,
             scorers=ScorerPool(registry, device=device),
+            encoders=EncoderPool(registry, device=device),
         )
 
     @property

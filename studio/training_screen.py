@@ -1,0 +1,176 @@
+"""A training screen built from a spec: data + model pickers, the typed config form, launch, monitor.
+
+Instruction tuning (SFT) and DPO share this shape; each is a :class:`Spec` in its own module
+(``studio/sft_tab.py``, ``studio/dpo_tab.py``). Data can be a store project (exported to a
+file under the runs folder at launch, because runs never open the database), a snapshot, or a
+path typed by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import gradio as gr
+
+from annotations.store import StoreError
+from rlhf.config import ConfigError, config_yaml
+from rlhf.modelfiles import ModelError
+from studio.auth import current_user, require_admin
+from studio.config_form import build_form, form_config
+from studio.context import StudioContext
+from studio.run_monitor import Chart, build_monitor
+
+PROJECT_PREFIX = "project:"
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: str  # run kind: sft, dpo
+    cfg_cls: type
+    intro: str
+    data_field: str
+    data_label: str
+    data_info: str
+    data_choices: Callable[[StudioContext], list[tuple[str, str]]]
+    export: Callable | None  # (store, project, path) -> count, for "project:NAME" data
+    model_field: str
+    model_label: str
+    main_fields: tuple[str, ...]
+    choices: dict
+    charts: tuple[Chart, ...]
+    metrics: tuple[str, ...]
+    launch_label: str
+
+
+def project_choices(ctx: StudioContext, what: str) -> list[tuple[str, str]]:
+    return [(f"project {p.name} ({what})", PROJECT_PREFIX + p.name) for p in ctx.store.projects()]
+
+
+def make_config(ctx: StudioContext, spec: Spec, data: str | None, model: str | None, settings: dict):
+    if not data:
+        raise ValueError(f"Choose the data: {spec.data_info}.")
+    if not model:
+        raise ValueError(f"Choose the {spec.model_label.lower()}.")
+    try:
+        entry = ctx.registry.get(model)
+    except ModelError as exc:
+        raise ValueError(str(exc)) from exc
+    if entry.kind != "causal-lm":
+        raise ValueError(f"{model} is a {entry.kind} model; choose a causal LM")
+    if not data.startswith(PROJECT_PREFIX) and not Path(data).exists():
+        raise ValueError(f"{data} does not exist; {spec.data_info}.")
+    try:
+        return form_config(spec.cfg_cls, {spec.data_field: data, spec.model_field: model, **settings})
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def preview(ctx: StudioContext, spec: Spec, data: str | None, model: str | None, settings: dict) -> tuple[str, str]:
+    try:
+        cfg = make_config(ctx, spec, data, model, settings)
+    except ValueError as exc:
+        return f"# not ready: {exc}\n", ""
+    command = f"rlhf-studio train {spec.kind} --config run.yaml --runs-dir {ctx.launcher.root}"
+    note = (
+        "\n\nAt launch the project's data is exported to a JSONL file; the config names it."
+        if (data or "").startswith(PROJECT_PREFIX)
+        else ""
+    )
+    return config_yaml(cfg), f"Save the config as `run.yaml`, then the same run from a terminal is:\n\n```\n{command}\n```{note}"
+
+
+def launch(ctx: StudioContext, spec: Spec, data: str | None, model: str | None, settings: dict, request) -> str:
+    require_admin(ctx.store, request)
+    try:
+        cfg = make_config(ctx, spec, data, model, settings)
+        value = getattr(cfg, spec.data_field)
+        if value.startswith(PROJECT_PREFIX):
+            if spec.export is None:
+                raise ValueError("this screen cannot read a project; choose a file")
+            project = value[len(PROJECT_PREFIX) :]
+            safe = re.sub(r"[^A-Za-z0-9_-]+", "-", project).strip("-") or "project"
+            path = ctx.launcher.root / "data-sets" / f"{spec.kind}-{safe}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+            spec.export(ctx.store, project, path)
+            cfg = dataclasses.replace(cfg, **{spec.data_field: str(path)})
+    except (ValueError, StoreError) as exc:
+        raise gr.Error(str(exc)) from exc
+    return ctx.launcher.start(spec.kind, cfg).id
+
+
+def build_screen(ctx: StudioContext, spec: Spec) -> gr.Blocks:
+    with gr.Blocks() as screen:
+        gr.Markdown(spec.intro)
+        with gr.Row():
+            with gr.Column(scale=2):
+                gr.Markdown("### New run")
+                data = gr.Dropdown(
+                    label=spec.data_label,
+                    info=spec.data_info,
+                    choices=spec.data_choices(ctx),
+                    value=None,
+                    allow_custom_value=True,
+                    elem_id=f"{spec.kind}-data",
+                )
+                model = gr.Dropdown(
+                    label=spec.model_label,
+                    choices=ctx.registry.names("causal-lm"),
+                    value="smollm2-135m-instruct",
+                    allow_custom_value=True,
+                    elem_id=f"{spec.kind}-model",
+                )
+                all_fields = {f.name for f in dataclasses.fields(spec.cfg_cls)}
+                skip = {spec.data_field, spec.model_field}
+                main = build_form(spec.cfg_cls, spec.choices, skip=skip | (all_fields - set(spec.main_fields)))
+                with gr.Accordion("More settings", open=False):
+                    more = build_form(spec.cfg_cls, spec.choices, skip=skip | set(spec.main_fields))
+                launch_btn = gr.Button(spec.launch_label, variant="primary", elem_id=f"{spec.kind}-launch")
+                with gr.Accordion("Config file and command", open=False):
+                    yaml_box = gr.Code(language="yaml", interactive=False, elem_id=f"{spec.kind}-yaml")
+                    command = gr.Markdown(elem_id=f"{spec.kind}-command")
+            with gr.Column(scale=3):
+                gr.Markdown("### Runs")
+                monitor = build_monitor(ctx, spec.kind, spec.charts, spec.metrics)
+
+        fields = {**main, **more}
+        inputs = {data, model, *fields.values()}
+
+        def parts(values: dict) -> tuple:
+            return values[data], values[model], {name: values[c] for name, c in fields.items()}
+
+        def on_preview(values: dict):
+            return preview(ctx, spec, *parts(values))
+
+        def on_launch(values: dict, request: gr.Request):
+            run_id = launch(ctx, spec, *parts(values), request)
+            return gr.update(choices=[r.id for r in ctx.launcher.runs(spec.kind)], value=run_id)
+
+        def on_refresh(request: gr.Request):
+            if not current_user(ctx.store, request).is_admin:  # annotators load the page too
+                return tuple(gr.skip() for _ in range(4))
+            return (
+                gr.update(choices=spec.data_choices(ctx)),
+                gr.update(choices=ctx.registry.names("causal-lm")),
+                gr.update(choices=[r.id for r in ctx.launcher.runs(spec.kind)]),
+                gr.Timer(active=True),
+            )
+
+        def on_data_focus(request: gr.Request):
+            require_admin(ctx.store, request)
+            return gr.update(choices=spec.data_choices(ctx))
+
+        def on_model_focus(request: gr.Request):
+            require_admin(ctx.store, request)
+            return gr.update(choices=ctx.registry.names("causal-lm"))
+
+        ordered = [data, model, *fields.values()]
+        gr.on([c.change for c in ordered], on_preview, inputs, [yaml_box, command], api_name=False, show_progress="hidden")
+        launch_btn.click(on_launch, inputs, monitor.run, api_name=f"launch_{spec.kind}_run")
+        data.focus(on_data_focus, None, data, api_name=False)
+        model.focus(on_model_focus, None, model, api_name=False)
+        screen.load(on_refresh, None, [data, model, monitor.run, monitor.timer], api_name=False)
+    return screen
