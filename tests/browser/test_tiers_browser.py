@@ -59,7 +59,7 @@ def test_prompt_lab_and_instruction_tuning(browser, tiers_studio, screenshot_dir
     page.click("#lab-pool input")
     page.click('#lab-pool li[role=option]:has-text("project faq")')
     _status(page, "lab-pool-table", "The sea is wide.")
-    page.get_by_label("random").check()
+    page.locator("#lab-demos").get_by_role("radio", name="random").check()
     page.fill("#lab-k input", "2")
     page.fill("#lab-input textarea", "Where is the big sea?")
     pick(page, "lab-v0-model", "tiny")
