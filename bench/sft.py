@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.sft [--examples 500]
 
-Data: the first human turn and the chosen reply of ../shared/data/hh-rlhf-harmless-dev.jsonl.gz
+Data: the first human turn and the assistant's answer to it in the chosen conversations of
+../shared/data/hh-rlhf-harmless-dev.jsonl.gz
 (500 training examples, 50 held out), the same for both. One epoch each (trl's default is 3;
 one keeps the bench short, and tokens per second do not depend on it).
 
@@ -31,14 +32,18 @@ from bench.common import ROOT, hh_pairs, write_result
 
 
 def examples(n_train: int, n_eval: int) -> tuple[list[dict], list[dict]]:
+    """The first human turn and the assistant's answer to it (in the chosen conversation)."""
     from bench.ppo import first_human_turn
 
-    rows = []
+    rows, seen = [], set()
     for row in hh_pairs():
         prompt = first_human_turn(row["chosen"])
-        reply = row["chosen"].rsplit("Assistant:", 1)[-1].strip()
-        if prompt and reply and row["chosen"].count("Human:") == 1:  # single-turn: the reply answers that turn
+        reply = row["chosen"].split("Assistant:", 1)[-1].split("Human:", 1)[0].strip()
+        if prompt and reply and prompt not in seen:
+            seen.add(prompt)
             rows.append({"prompt": prompt, "response": reply})
+    if len(rows) < n_train + n_eval:
+        raise SystemExit(f"only {len(rows)} examples; ask for fewer with --examples")
     return rows[:n_train], rows[n_train : n_train + n_eval]
 
 
@@ -176,7 +181,7 @@ def main() -> None:
         "sft",
         {
             "command": f"python -m bench.sft --examples {args.examples}",
-            "data": f"{len(train)} train / {len(held)} held-out single-turn HH-RLHF (first human turn, chosen reply)",
+            "data": f"{len(train)} train / {len(held)} held-out HH-RLHF examples (first human turn, the answer to it)",
             "trl_defaults": trl,
             "ours": ours,
             "speed_ratio": round(speed, 2),

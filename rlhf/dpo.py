@@ -12,7 +12,7 @@ before and after. The result is merged and registered like any causal LM.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhf.launch import LaunchFields, is_main_process
@@ -70,8 +70,8 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
     from trl import DPOConfig, DPOTrainer
 
     from rlhf.loading import load_causal_lm
-    from rlhf.model_card import write_card
     from rlhf.registry import ModelRegistry
+    from rlhf.results import publish, trainer_arguments
     from rlhf.reward import split_pairs
     from rlhf.runs import run_callback
 
@@ -89,9 +89,8 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
     names = {n.split(".")[-1] for n, _ in model.named_modules()}
     targets = [t for t in ("q_proj", "k_proj", "v_proj", "o_proj") if t in names] or None
     lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets)
-    use_cuda = torch.cuda.is_available()
     args = DPOConfig(
-        output_dir=str(run.trainer_dir),
+        **trainer_arguments(run, cfg.seed, cfg.logging_steps, cfg.save_steps),
         beta=cfg.beta,
         loss_type=[cfg.loss_type],
         num_train_epochs=cfg.epochs,
@@ -100,18 +99,7 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
         learning_rate=cfg.learning_rate,
         max_length=cfg.max_length,
         truncation_mode="keep_end",  # the replies, what is compared, survive
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        eval_strategy="no",
-        report_to=[],
-        bf16=use_cuda and torch.cuda.is_bf16_supported(),
         gradient_checkpointing=False,
-        use_cpu=not use_cuda,
-        disable_tqdm=True,
-        seed=cfg.seed,
-        dataloader_num_workers=0,
     )
     trainer = DPOTrainer(
         model=model,
@@ -145,22 +133,20 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
     metrics: dict = {"train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
     metrics.update({f"{k}_before": v for k, v in before.items()})
     metrics.update(after)
-    metrics["stopped_early"] = bool(stop)
     final = trainer.model.merge_and_unload()
     final.save_pretrained(run.checkpoint_dir)
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(run.checkpoint_dir)
-    run.write_metrics(metrics)
-    run.append_event({"step": trainer.state.global_step, "final": True, **metrics})
-    write_card(run.checkpoint_dir, registry, cfg.policy, f"DPO (LoRA, beta {cfg.beta:g})", cfg.data, asdict(cfg), metrics, "dpo", run.id)
-    if not stop:
-        entry = registry.add(
-            run.checkpoint_dir,
-            name=cfg.register_as or run.id,
-            source=f"dpo run {run.id}",
-            lineage={"run": run.id, "data": cfg.data, "policy": cfg.policy, "method": "dpo"},
-            replace=True,
-        )
-        metrics["registered_as"] = entry.name
-        run.write_metrics(metrics)
-    return metrics
+    return publish(
+        run,
+        registry,
+        cfg,
+        kind="dpo",
+        base=cfg.policy,
+        method=f"DPO (LoRA, beta {cfg.beta:g})",
+        data=cfg.data,
+        metrics=metrics,
+        lineage={"data": cfg.data, "policy": cfg.policy, "method": "dpo"},
+        stop=stop,
+        step=trainer.state.global_step,
+    )

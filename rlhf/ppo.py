@@ -259,6 +259,14 @@ class PPOTrainer:
         torch.manual_seed(cfg.seed)
         model, self.tokenizer = load_causal_lm(cfg.policy, self.registry, device=device, dtype=torch.float32)
         self.device = model.device
+        if hasattr(model, "peft_config"):  # an adapter checkpoint (e.g. from SFT) as the policy
+            kinds = {c.peft_type.value if hasattr(c.peft_type, "value") else str(c.peft_type) for c in model.peft_config.values()}
+            if kinds - {"LORA", "IA3"}:
+                raise ValueError(
+                    f"{cfg.policy} is a {'/'.join(sorted(kinds))} adapter, which cannot be merged into the model; "
+                    "PPO needs a LoRA, IA3 or fully fine-tuned policy (run SFT with one of those methods)"
+                )
+            model = model.merge_and_unload()
         model.config.use_cache = True
         self._initial: dict[str, torch.Tensor] = {}
         if cfg.method == "lora":
@@ -565,6 +573,7 @@ def _split(items: list, fraction: float, seed: int) -> tuple[list, list]:
 def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False) -> dict:
     """Train, evaluate, save and register; returns the metrics (also in run/metrics.json)."""
     from rlhf.registry import ModelRegistry
+    from rlhf.results import publish
     from rlhf.rewards import build_reward
 
     registry = registry or ModelRegistry()
@@ -637,25 +646,20 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
             metrics[f"{key}_end"] = final_eval[key]
     if "eval_reward" in baseline and "eval_reward" in final_eval:
         metrics["eval_reward_gain"] = final_eval["eval_reward"] - baseline["eval_reward"]
-    metrics["stopped_early"] = bool(stop)
-    run.write_metrics(metrics)
-    run.append_event({"step": trainer.step, "final": True, **metrics})
-    from dataclasses import asdict
-
-    from rlhf.model_card import write_card
-
-    write_card(run.checkpoint_dir, registry, cfg.policy, f"PPO ({cfg.method})", cfg.prompts, asdict(cfg), metrics, "ppo", run.id)
-    if not stop:
-        entry = registry.add(
-            run.checkpoint_dir,
-            name=cfg.register_as or run.id,
-            source=f"ppo run {run.id}",
-            lineage={"run": run.id, "policy": cfg.policy, "rewards": cfg.rewards, "prompts": cfg.prompts, "method": cfg.method},
-            replace=True,
-        )
-        metrics["registered_as"] = entry.name
-        run.write_metrics(metrics)
-    return metrics
+    lineage = {"policy": cfg.policy, "rewards": cfg.rewards, "prompts": cfg.prompts, "method": cfg.method}
+    return publish(
+        run,
+        registry,
+        cfg,
+        kind="ppo",
+        base=cfg.policy,
+        method=f"PPO ({cfg.method})",
+        data=cfg.prompts,
+        metrics=metrics,
+        lineage=lineage,
+        stop=stop,
+        step=trainer.step,
+    )
 
 
 def _prune(folder: Path, keep: int) -> None:

@@ -97,6 +97,7 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     from trl import RewardConfig, RewardTrainer
 
     from rlhf.registry import ModelRegistry
+    from rlhf.results import publish, trainer_arguments
     from rlhf.runs import run_callback
 
     registry = registry or ModelRegistry()
@@ -132,27 +133,15 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
         )
 
     train_set = encode(train_pairs)
-    use_cuda = torch.cuda.is_available()
     args = RewardConfig(
-        output_dir=str(run.trainer_dir),
+        **trainer_arguments(run, cfg.seed, cfg.logging_steps, cfg.save_steps),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         max_length=None,  # already truncated above; trl would otherwise drop long pairs
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        eval_strategy="no",
-        report_to=[],
-        bf16=use_cuda and torch.cuda.is_bf16_supported(),
         gradient_checkpointing=False,
-        use_cpu=not use_cuda,
-        disable_tqdm=True,
-        seed=cfg.seed,
-        dataloader_num_workers=0,
     )
     trainer = RewardTrainer(
         model=model,
@@ -178,22 +167,17 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
         "dropped_pairs": 0,
         **{f"eval_{k}": v for k, v in evaluate_pairs(scorer, eval_pairs).items()},
     }
-    metrics["stopped_early"] = bool(stop)
-    run.write_metrics(metrics)
-    run.append_event({"step": trainer.state.global_step, "final": True, **metrics})
-    from dataclasses import asdict
-
-    from rlhf.model_card import write_card
-
-    write_card(run.checkpoint_dir, registry, cfg.base_model, cfg.method, cfg.data, asdict(cfg), metrics, "reward", run.id)
-    if not stop:
-        entry = registry.add(
-            run.checkpoint_dir,
-            name=cfg.register_as or run.id,
-            source=f"reward run {run.id}",
-            lineage={"run": run.id, "data": cfg.data, "base_model": cfg.base_model, "method": cfg.method},
-            replace=True,
-        )
-        metrics["registered_as"] = entry.name
-        run.write_metrics(metrics)
-    return metrics
+    lineage = {"data": cfg.data, "base_model": cfg.base_model, "method": cfg.method}
+    return publish(
+        run,
+        registry,
+        cfg,
+        kind="reward",
+        base=cfg.base_model,
+        method=cfg.method,
+        data=cfg.data,
+        metrics=metrics,
+        lineage=lineage,
+        stop=stop,
+        step=trainer.state.global_step,
+    )

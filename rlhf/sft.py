@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhf.instruction_data import Example, read_examples
@@ -144,8 +144,8 @@ def train_sft(cfg: SFTRunConfig, run, stop, registry=None, resume: bool = False)
     from transformers import Trainer, TrainingArguments
 
     from rlhf.loading import load_causal_lm
-    from rlhf.model_card import write_card
     from rlhf.registry import ModelRegistry
+    from rlhf.results import publish, trainer_arguments
     from rlhf.runs import run_callback
 
     registry = registry or ModelRegistry()
@@ -172,24 +172,12 @@ def train_sft(cfg: SFTRunConfig, run, stop, registry=None, resume: bool = False)
         return Dataset.from_list(rows)
 
     train_set, eval_set = encode(train_ex), (encode(eval_ex) if eval_ex else None)
-    use_cuda = torch.cuda.is_available()
     args = TrainingArguments(
-        output_dir=str(run.trainer_dir),
+        **trainer_arguments(run, cfg.seed, cfg.logging_steps, cfg.save_steps),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        eval_strategy="no",
-        report_to=[],
-        bf16=use_cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not use_cuda,
-        disable_tqdm=True,
-        seed=cfg.seed,
-        dataloader_num_workers=0,
         remove_unused_columns=False,
     )
     trainer = Trainer(
@@ -216,7 +204,6 @@ def train_sft(cfg: SFTRunConfig, run, stop, registry=None, resume: bool = False)
             eval_perplexity_before=math.exp(min(before, 50)),
             eval_perplexity=math.exp(min(after, 50)),
         )
-    metrics["stopped_early"] = bool(stop)
     final = trainer.model
     if cfg.method in ("lora", "ia3"):
         final = final.merge_and_unload()
@@ -229,17 +216,17 @@ def train_sft(cfg: SFTRunConfig, run, stop, registry=None, resume: bool = False)
         data = json.loads(adapter_cfg.read_text())
         data["base_model_name_or_path"] = str(folder)
         adapter_cfg.write_text(json.dumps(data, indent=2))
-    run.write_metrics(metrics)
-    run.append_event({"step": trainer.state.global_step, "final": True, **metrics})
-    write_card(run.checkpoint_dir, registry, cfg.base_model, f"SFT ({cfg.method})", cfg.data, asdict(cfg), metrics, "sft", run.id)
-    if not stop:
-        entry = registry.add(
-            run.checkpoint_dir,
-            name=cfg.register_as or run.id,
-            source=f"sft run {run.id}",
-            lineage={"run": run.id, "data": cfg.data, "base_model": cfg.base_model, "method": cfg.method},
-            replace=True,
-        )
-        metrics["registered_as"] = entry.name
-        run.write_metrics(metrics)
-    return metrics
+    lineage = {"data": cfg.data, "base_model": cfg.base_model, "method": cfg.method}
+    return publish(
+        run,
+        registry,
+        cfg,
+        kind="sft",
+        base=cfg.base_model,
+        method=f"SFT ({cfg.method})",
+        data=cfg.data,
+        metrics=metrics,
+        lineage=lineage,
+        stop=stop,
+        step=trainer.state.global_step,
+    )

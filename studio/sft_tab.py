@@ -30,7 +30,7 @@ SPEC = Spec(
     model_label="Base model",
     main_fields=("method", "learning_rate", "epochs", "batch_size", "max_length", "register_as"),
     choices={"method": list(METHODS), "launcher": ["python", "accelerate"]},
-    charts=(Chart("Training loss", ("loss",)), Chart("Held-out loss and perplexity", ("eval_loss", "eval_perplexity"))),
+    charts=(Chart("Training loss", ("loss",)), Chart("Held-out loss", ("eval_loss",)), Chart("Held-out perplexity", ("eval_perplexity",))),
     metrics=("eval_loss_before", "eval_loss", "eval_perplexity", "trainable_params"),
     launch_label="Launch SFT run",
 )

@@ -106,6 +106,17 @@ def test_each_method_lowers_the_held_out_loss(tmp_path: Path, registry: ModelReg
         )  # virtual tokens add positions
     [reply] = GenerationEngine(model, tok).generate(["Where is Paris?"], SamplingParams(temperature=0, max_new_tokens=8))
     assert reply.new_tokens > 0
+    # The checkpoint can start PPO, except prefix / prompt tuning adapters, which cannot be merged.
+    from rlhf.ppo import PPORunConfig, PPOTrainer
+
+    ppo_cfg = PPORunConfig(
+        prompts="unused.jsonl", policy=entry.name, rewards=[{"type": "function", "function": "tests.rlhf.reward_fns:likes_e"}]
+    )
+    if method in ("prefix", "prompt"):
+        with pytest.raises(ValueError, match="cannot be merged"):
+            PPOTrainer(ppo_cfg, registry)
+    else:
+        assert PPOTrainer(ppo_cfg, registry).reference() is not None
 
 
 def test_sft_command_and_bad_data(tmp_path: Path, registry: ModelRegistry, dolly_file: Path, capsys) -> None:

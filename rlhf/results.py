@@ -1,0 +1,53 @@
+"""What every trainer shares: the transformers arguments for a run folder, and how a run ends.
+
+    args = RewardConfig(**trainer_arguments(run, cfg.seed, cfg.logging_steps, cfg.save_steps), ...)
+    metrics = publish(run, registry, cfg, kind="sft", base=cfg.base_model, method="SFT (lora)", ...)
+
+``publish`` writes metrics.json and the final event, the model card, and registers the
+checkpoint with its lineage unless the run was stopped early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+
+def trainer_arguments(run, seed: int, logging_steps: int, save_steps: int) -> dict:
+    """Checkpoints in the run's trainer/ folder, events through our callback, CPU or CUDA as present."""
+    import torch
+
+    use_cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(run.trainer_dir),
+        "logging_steps": logging_steps,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": 2,
+        "eval_strategy": "no",
+        "report_to": [],
+        "bf16": use_cuda and torch.cuda.is_bf16_supported(),
+        "use_cpu": not use_cuda,
+        "disable_tqdm": True,
+        "seed": seed,
+        "dataloader_num_workers": 0,
+    }
+
+
+def publish(run, registry, cfg, *, kind: str, base: str, method: str, data: str, metrics: dict, lineage: dict, stop, step: int) -> dict:
+    from rlhf.model_card import write_card
+
+    metrics["stopped_early"] = bool(stop)
+    run.write_metrics(metrics)
+    run.append_event({"step": step, "final": True, **metrics})
+    write_card(run.checkpoint_dir, registry, base, method, data, asdict(cfg), metrics, kind, run.id)
+    if not stop:
+        entry = registry.add(
+            run.checkpoint_dir,
+            name=cfg.register_as or run.id,
+            source=f"{kind} run {run.id}",
+            lineage={"run": run.id, **lineage},
+            replace=True,
+        )
+        metrics["registered_as"] = entry.name
+        run.write_metrics(metrics)
+    return metrics
