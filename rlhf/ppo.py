@@ -93,6 +93,8 @@ class PPORunConfig(LaunchFields):
 
     def __post_init__(self) -> None:
         self.check_launch()
+        if self.num_processes > 1:
+            raise ValueError("PPO runs in one process (one GPU or the CPU); set num_processes: 1")
         if self.method not in ("lora", "top_layers"):
             raise ValueError(f"method must be 'lora' or 'top_layers', got {self.method!r}")
         for name in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "top_layers"):

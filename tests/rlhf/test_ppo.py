@@ -248,3 +248,9 @@ def test_reply_log_probs_match_a_full_forward_pass(registry: ModelRegistry, prom
             got = logp[row, : len(r.response_ids)].tolist()
             assert got == pytest.approx(expected, abs=1e-4)
     assert values.shape == logp.shape and entropy.shape == logp.shape
+
+
+def test_ppo_runs_in_one_process() -> None:
+    with pytest.raises(ValueError, match="one process"):
+        PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, launcher="accelerate", num_processes=2)
+    assert PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, launcher="accelerate").num_processes == 1
