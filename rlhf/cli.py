@@ -274,7 +274,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="train a model in a run folder (reward, ppo, sft, dpo)",
         description="Start a training run: the config is checked, a run folder is made under --runs-dir "
         "(config.yaml, events.jsonl, run.log, status.json, metrics.json, checkpoint/), and the result is "
-        "registered. SIGTERM stops at the next step and saves; --resume RUN_FOLDER continues from its last checkpoint.",
+        "registered. SIGTERM stops at the next step and saves; --resume RUN_FOLDER continues from its last checkpoint. "
+        "Ready configs to copy: recipes/*.yaml; every key is explained in the comments of the file a run writes.",
     )
     p.add_argument(
         "kind",

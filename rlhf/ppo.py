@@ -62,6 +62,7 @@ class PPORunConfig(LaunchFields):
     steps: int = field(default=20, metadata={"help": "PPO steps (one rollout batch each)"})
     batch_size: int = field(default=16, metadata={"help": "prompts per rollout batch"})
     minibatch_size: int = field(default=8, metadata={"help": "replies per gradient step"})
+    micro_batch_size: int = field(default=4, metadata={"help": "replies per forward/backward pass (bounds memory; same update)"})
     ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
     max_new_tokens: int = field(default=48, metadata={"help": "longest reply in tokens"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
@@ -97,9 +98,10 @@ class PPORunConfig(LaunchFields):
             raise ValueError("PPO runs in one process (one GPU or the CPU); set num_processes: 1")
         if self.method not in ("lora", "top_layers"):
             raise ValueError(f"method must be 'lora' or 'top_layers', got {self.method!r}")
-        for name in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "top_layers"):
+        for name in ("steps", "batch_size", "minibatch_size", "micro_batch_size", "ppo_epochs", "max_new_tokens", "top_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.micro_batch_size = min(self.micro_batch_size, self.minibatch_size)
         if self.minibatch_size > self.batch_size:
             raise ValueError(f"minibatch_size ({self.minibatch_size}) cannot exceed batch_size ({self.batch_size})")
         if not 0 <= self.eval_fraction < 1:
@@ -358,11 +360,11 @@ class PPOTrainer:
 
     @torch.no_grad()
     def _score_tokens(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(old log-probs, old values, reference log-probs, entropy), in minibatches."""
+        """(old log-probs, old values, reference log-probs, entropy), in micro-batches."""
         n = batch.input_ids.shape[0]
         parts: list[list[torch.Tensor]] = [[], [], [], []]
-        for i in range(0, n, self.cfg.minibatch_size):
-            rows = slice(i, i + self.cfg.minibatch_size)
+        for i in range(0, n, self.cfg.micro_batch_size):
+            rows = slice(i, i + self.cfg.micro_batch_size)
             logp, values, entropy = self._forward(batch, rows, with_values=True)
             with self.reference():
                 ref, _, _ = self._forward(batch, rows, with_values=False)
@@ -412,28 +414,37 @@ class PPOTrainer:
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator).to(self.device)
             for i in range(0, n, cfg.minibatch_size):
-                idx = order[i : i + cfg.minibatch_size]
-                m = mask[idx]
-                logp, values, _ = self._forward(batch, idx, with_values=True)
-                log_ratio = (logp - old_logp[idx]) * m
-                ratio = log_ratio.exp()
-                adv = advantages[idx]
-                pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange))
-                policy_loss = masked_mean(pg, m)
-                v_clipped = old_values[idx] + (values - old_values[idx]).clamp(-cfg.cliprange_value, cfg.cliprange_value)
-                v_loss = torch.max((values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
-                value_loss = 0.5 * masked_mean(v_loss, m)
-                loss = policy_loss + cfg.vf_coef * value_loss
+                mini = order[i : i + cfg.minibatch_size]
+                tokens = mask[mini].sum().clamp(min=1)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                sums = dict.fromkeys(("policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "approx_kl"), 0.0)
+                # Micro-batches bound the activation memory; their token-weighted losses add up to
+                # the minibatch's mean, so the update is the same as one pass over the minibatch.
+                for j in range(0, len(mini), cfg.micro_batch_size):
+                    idx = mini[j : j + cfg.micro_batch_size]
+                    m = mask[idx]
+                    logp, values, _ = self._forward(batch, idx, with_values=True)
+                    log_ratio = (logp - old_logp[idx]) * m
+                    ratio = log_ratio.exp()
+                    adv = advantages[idx]
+                    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange))
+                    policy_loss = (pg * m).sum() / tokens
+                    v_clipped = old_values[idx] + (values - old_values[idx]).clamp(-cfg.cliprange_value, cfg.cliprange_value)
+                    v_loss = torch.max((values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
+                    value_loss = 0.5 * (v_loss * m).sum() / tokens
+                    (policy_loss + cfg.vf_coef * value_loss).backward()
+                    with torch.no_grad():
+                        sums["policy_loss"] += policy_loss.item()
+                        sums["value_loss"] += value_loss.item()
+                        sums["clipfrac"] += ((((ratio - 1).abs() > cfg.cliprange).float() * m).sum() / tokens).item()
+                        sums["vf_clipfrac"] += (
+                            (((values - old_values[idx]).abs() > cfg.cliprange_value).float() * m).sum() / tokens
+                        ).item()
+                        sums["approx_kl"] += ((0.5 * log_ratio**2 * m).sum() / tokens).item()
                 torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
                 self.optimizer.step()
-                with torch.no_grad():
-                    stats["policy_loss"].append(policy_loss.item())
-                    stats["value_loss"].append(value_loss.item())
-                    stats["clipfrac"].append(masked_mean(((ratio - 1).abs() > cfg.cliprange).float(), m).item())
-                    stats["vf_clipfrac"].append(masked_mean(((values - old_values[idx]).abs() > cfg.cliprange_value).float(), m).item())
-                    stats["approx_kl"].append(masked_mean(0.5 * log_ratio**2, m).item())
+                for key, value in sums.items():
+                    stats[key].append(value)
         seq_kl = kl_tokens.sum(1).mean().item()
         coef_used = self.kl.value
         self.kl.update(seq_kl, n)

@@ -254,3 +254,17 @@ def test_ppo_runs_in_one_process() -> None:
     with pytest.raises(ValueError, match="one process"):
         PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, launcher="accelerate", num_processes=2)
     assert PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, launcher="accelerate").num_processes == 1
+
+
+def test_micro_batches_give_the_same_update(registry: ModelRegistry, prompts_file: Path) -> None:
+    reward_fn = build_reward(LIKES_E, registry)
+    prompts = [f"question {i} about the sea" for i in range(8)]
+    trained = []
+    for micro in (8, 3):
+        trainer = PPOTrainer(config(prompts_file, batch_size=8, minibatch_size=8, micro_batch_size=micro, ppo_epochs=2), registry)
+        torch.manual_seed(11)  # the same rollouts for both
+        diag, _ = trainer.train_step(prompts, [None] * 8, reward_fn)
+        trained.append(({n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}, diag))
+    (a, da), (b, db) = trained
+    assert all(torch.allclose(a[n], b[n], atol=1e-5) for n in a)
+    assert da["policy_loss"] == pytest.approx(db["policy_loss"], abs=1e-5) and da["clipfrac"] == pytest.approx(db["clipfrac"], abs=1e-6)
