@@ -13,10 +13,9 @@ before and after. The result is merged and registered like any causal LM.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rlhf.launch import LaunchFields, is_main_process
-from rlhf.preference_data import Pair, read_pairs
+from rlhf.preference_data import Pair, read_split
 
 
 @dataclass
@@ -72,17 +71,10 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
     from rlhf.loading import load_causal_lm
     from rlhf.registry import ModelRegistry
     from rlhf.results import publish, trainer_arguments
-    from rlhf.reward import split_pairs
     from rlhf.runs import run_callback
 
     registry = registry or ModelRegistry()
-    if not cfg.data:
-        raise ValueError("the config needs 'data': a snapshot folder or a preference file")
-    pairs = read_pairs(Path(cfg.data))
-    if cfg.eval_data:
-        train_pairs, eval_pairs = pairs, read_pairs(Path(cfg.eval_data))
-    else:
-        train_pairs, eval_pairs = split_pairs(pairs, cfg.eval_fraction, cfg.seed)
+    train_pairs, eval_pairs = read_split(cfg.data, cfg.eval_data, cfg.eval_fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_causal_lm(cfg.policy, registry, dtype=torch.float32)
     tokenizer.padding_side = "right"  # training batches; generation is not done here

@@ -112,3 +112,23 @@ def read_pairs(source: Path) -> list[Pair]:
     if not pairs:
         raise PairFileError(f"{source} holds no pairs")
     return pairs
+
+
+def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(train, held out): a seeded shuffle, the first ``fraction`` held out."""
+    import random
+
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_eval = int(round(len(pairs) * fraction))
+    return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
+
+
+def read_split(data: str, eval_data: str | None, fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """The training and held-out pairs of a run config (a separate held-out file, or a split)."""
+    if not data:
+        raise ValueError("the config needs 'data': a snapshot folder or a preference file")
+    pairs = read_pairs(Path(data))
+    if eval_data:
+        return pairs, read_pairs(Path(eval_data))
+    return split_pairs(pairs, fraction, seed)

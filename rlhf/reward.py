@@ -12,13 +12,11 @@ run's ``checkpoint/`` and registered with its lineage.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rlhf import pooling
 from rlhf.launch import LaunchFields, is_main_process
-from rlhf.preference_data import Pair, read_pairs
+from rlhf.preference_data import Pair, read_split
 from rlhf.scoring import RewardScorer, encode_pair
 
 
@@ -55,13 +53,6 @@ class RewardRunConfig(LaunchFields):
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.batch_size < 1 or self.max_length < 8:
             raise ValueError("batch_size must be >= 1 and max_length >= 8")
-
-
-def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_eval = int(round(len(pairs) * fraction))
-    return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
 
 
 def evaluate_pairs(scorer: RewardScorer, pairs: list[Pair]) -> dict:
@@ -101,13 +92,7 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     from rlhf.runs import run_callback
 
     registry = registry or ModelRegistry()
-    if not cfg.data:
-        raise ValueError("the config needs 'data': a snapshot folder or a preference file")
-    pairs = read_pairs(Path(cfg.data))
-    if cfg.eval_data:
-        train_pairs, eval_pairs = pairs, read_pairs(Path(cfg.eval_data))
-    else:
-        train_pairs, eval_pairs = split_pairs(pairs, cfg.eval_fraction, cfg.seed)
+    train_pairs, eval_pairs = read_split(cfg.data, cfg.eval_data, cfg.eval_fraction, cfg.seed)
     folder = registry.resolve(cfg.base_model)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:

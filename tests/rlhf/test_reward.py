@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf.preference_data import PairFileError, read_pairs
+from rlhf.preference_data import PairFileError, read_pairs, split_pairs
 from rlhf.registry import ModelRegistry
-from rlhf.reward import RewardRunConfig, evaluate_pairs, split_pairs, train_reward
+from rlhf.reward import RewardRunConfig, evaluate_pairs, train_reward
 from rlhf.runs import RunDir, run_guard
 from rlhf.scoring import RewardScorer, encode_pair
 from studio.cli import main
