@@ -100,7 +100,8 @@ def annotators(store: Store, include_import: bool = False) -> list[Annotator]:
 
 def get_annotator(store: Store, name_or_id: str | int) -> Annotator:
     column = "id" if isinstance(name_or_id, int) else "name"
-    rows = store.query(f"SELECT id, name, role, active FROM annotators WHERE {column} = ?", [name_or_id])
+    # Committed state, without waiting for the write lock: every request asks this.
+    rows = store.read(f"SELECT id, name, role, active FROM annotators WHERE {column} = ?", [name_or_id])
     if not rows:
         raise StoreError(f"no annotator {name_or_id!r}")
     return Annotator(*rows[0])
@@ -108,7 +109,7 @@ def get_annotator(store: Store, name_or_id: str | int) -> Annotator:
 
 def authenticate(store: Store, name: str, password: str) -> Annotator | None:
     """The active account with this name and password, else None (the same for every failure)."""
-    rows = store.query("SELECT id, name, role, active, password_hash FROM annotators WHERE name = ?", [name])
+    rows = store.read("SELECT id, name, role, active, password_hash FROM annotators WHERE name = ?", [name])
     if not rows:
         verify_password(password, hash_password("timing-equaliser"))  # same cost as a real check
         return None

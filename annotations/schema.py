@@ -126,6 +126,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "login attempts (lockout with back-off) and background jobs with their outcome",
+        (
+            # Every login attempt, by account name and client address: the lockout survives a
+            # restart, and the admin console can show who is being guessed at.
+            """CREATE TABLE login_attempts (
+                name VARCHAR NOT NULL,
+                address VARCHAR NOT NULL,
+                ok BOOLEAN NOT NULL,
+                attempted TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE INDEX login_attempts_name ON login_attempts(name)",
+            "CREATE INDEX login_attempts_address ON login_attempts(address)",
+            # Candidate-generation jobs (and other background work of the studio): a job that
+            # fails, or whose studio died under it, keeps a row with the reason.
+            "CREATE SEQUENCE job_id_seq START 1",
+            """CREATE TABLE jobs (
+                id BIGINT PRIMARY KEY DEFAULT nextval('job_id_seq'),
+                kind VARCHAR NOT NULL,
+                project_id BIGINT,
+                owner VARCHAR NOT NULL DEFAULT '',
+                state VARCHAR NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'lost')),
+                detail JSON,
+                error VARCHAR NOT NULL DEFAULT '',
+                pid INTEGER,
+                started TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                ended TIMESTAMPTZ
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

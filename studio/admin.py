@@ -20,15 +20,15 @@ from annotations.store import StoreError
 from rlhf.generation import SamplingParams
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
-from studio.auth import current_user, require_admin
 from studio.context import StudioContext
-from studio.render import bar_chart
+from studio.permissions import current_user, require_admin
+from studio.render import UserError, bar_chart
 
 SHAPES = ["auto", "prompt", "dolly", "alpaca", "preference", "hh-rlhf"]
 
 
 def _fail(exc: Exception) -> gr.Error:
-    return gr.Error(str(exc))
+    return UserError(str(exc))
 
 
 # -- projects -------------------------------------------------------------------------------------
@@ -63,9 +63,9 @@ def create_project(ctx: StudioContext, name: str, k: float, min_submitted: float
 def import_upload(ctx: StudioContext, project: str, file: str | None, shape: str, skip_invalid: bool, request: gr.Request | None) -> str:
     require_admin(ctx.store, request)
     if not project:
-        raise gr.Error("Choose the project to import into.")
+        raise UserError("Choose the project to import into.")
     if not file:
-        raise gr.Error("Upload a file first (JSONL, JSON, CSV or parquet).")
+        raise UserError("Upload a file first (JSONL, JSON, CSV or parquet).")
     try:
         proj = ctx.store.project(project)
         report = import_file(ctx.store, proj.id, Path(file), shape=shape or "auto", skip_invalid=bool(skip_invalid))
@@ -93,7 +93,7 @@ def start_generation(
     """Start filling the project's prompts up to k replies; returns the job id."""
     require_admin(ctx.store, request)
     if not project:
-        raise gr.Error("Choose a project.")
+        raise UserError("Choose a project.")
     try:
         params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens))
         job = ctx.jobs.start(ctx.store.project(project).id, list(models or []), params)
@@ -145,9 +145,9 @@ def add_person(ctx: StudioContext, name: str, password: str, role: str, request:
 def set_active(ctx: StudioContext, name: str, active: bool, request: gr.Request | None) -> str:
     admin = require_admin(ctx.store, request)
     if not name:
-        raise gr.Error("Type the annotator's name.")
+        raise UserError("Type the annotator's name.")
     if name == admin.name and not active:
-        raise gr.Error("You cannot deactivate yourself.")
+        raise UserError("You cannot deactivate yourself.")
     try:
         accounts.set_active(ctx.store, name, active)
     except StoreError as exc:

@@ -15,8 +15,9 @@ from pathlib import Path
 import gradio as gr
 
 from studio import admin, chat, dpo_tab, ppo_tab, prompt_lab, ranking, reward_tab, sft_tab
-from studio.auth import current_user, ensure_admin, make_auth
+from studio.auth import ensure_admin, make_auth
 from studio.context import StudioContext
+from studio.permissions import current_user
 
 TITLE = "RLHF Studio"
 CSS = """

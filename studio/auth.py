@@ -12,10 +12,8 @@ import os
 import secrets
 from collections.abc import Callable
 
-import gradio as gr
-
-from annotations.accounts import Annotator, add_annotator, annotators, authenticate, get_annotator
-from annotations.store import Store, StoreError
+from annotations.accounts import add_annotator, annotators, authenticate
+from annotations.store import Store
 
 FIRST_ADMIN = "admin"
 
@@ -27,28 +25,6 @@ def make_auth(store: Store) -> Callable[[str, str], bool]:
         return authenticate(store, username, password) is not None
 
     return check
-
-
-def current_user(store: Store, request: gr.Request | None) -> Annotator:
-    """The logged-in, active account behind a request; gr.Error when there is none."""
-    name = getattr(request, "username", None) if request is not None else None
-    if not name:
-        raise gr.Error("Log in first.")
-    try:
-        user = get_annotator(store, name)
-    except StoreError as exc:
-        raise gr.Error("Your account no longer exists; ask an admin.") from exc
-    if not user.active:
-        raise gr.Error("Your account is deactivated; ask an admin.")
-    return user
-
-
-def require_admin(store: Store, request: gr.Request | None) -> Annotator:
-    """The admin behind a request; refuses everyone else on the server."""
-    user = current_user(store, request)
-    if not user.is_admin:
-        raise gr.Error("Only admins can do this.")
-    return user
 
 
 def ensure_admin(store: Store, say: Callable[[str], None] = print) -> str | None:

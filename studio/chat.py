@@ -15,8 +15,9 @@ from annotations.store import ReplyRecord, StoreError
 from rlhf.generation import SamplingParams, text_content
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
-from studio.auth import current_user
 from studio.context import StudioContext
+from studio.permissions import current_user
+from studio.render import UserError
 
 History = list[dict]
 # Empty: the model's chat template supplies its own default system prompt.
@@ -29,7 +30,7 @@ DEFAULT_TEMPERATURE = 0.0
 def add_user_message(message: str, history: History | None) -> tuple[str, History]:
     """Append the user's message; the box is cleared. Empty messages are refused."""
     if not message or not message.strip():
-        raise gr.Error("Type a message first.")
+        raise UserError("Type a message first.")
     return "", [*(history or []), {"role": "user", "content": message.strip()}]
 
 
@@ -42,7 +43,7 @@ def sampling_from_controls(temperature: float, top_p: float, max_new_tokens: flo
             seed=None if seed in (None, "", -1) else int(seed),
         )
     except ValueError as exc:
-        raise gr.Error(f"Invalid sampling setting: {exc}") from exc
+        raise UserError(f"Invalid sampling setting: {exc}") from exc
 
 
 def stream_reply(
@@ -62,7 +63,7 @@ def stream_reply(
     try:
         engine = ctx.engines.get(model or DEFAULT_CHAT_MODEL)
     except ModelError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     conversation = [{"role": m["role"], "content": m["content"]} for m in history]
     reply = {"role": "assistant", "content": ""}
     shown = [*history, reply]
@@ -78,7 +79,7 @@ def drop_last_reply(history: History | None) -> History:
     while history and history[-1]["role"] == "assistant":
         history.pop()
     if not history:
-        raise gr.Error("Nothing to regenerate yet.")
+        raise UserError("Nothing to regenerate yet.")
     return history
 
 
@@ -99,11 +100,11 @@ def send_to_queue(
     """
     current_user(ctx.store, request)
     if not project:
-        raise gr.Error("Choose the project to send the prompt to.")
+        raise UserError("Choose the project to send the prompt to.")
     turns = [{"role": m["role"], "content": text_content(m["content"])} for m in (history or [])]
     last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=None)
     if last_user is None:
-        raise gr.Error("Ask something first: the last question of the chat is what goes to the queue.")
+        raise UserError("Ask something first: the last question of the chat is what goes to the queue.")
     conversation = turns[: last_user + 1]
     answer = next((m["content"] for m in turns[last_user + 1 :] if m["role"] == "assistant" and m["content"].strip()), None)
     sampling = sampling_from_controls(max(float(temperature), 0.7), top_p, max_new_tokens, None)
@@ -114,7 +115,7 @@ def send_to_queue(
             checkpoint = str(ctx.registry.resolve(model))
             ctx.store.add_replies(prompt_id, [ReplyRecord(answer, model=model, checkpoint=checkpoint, sampling={"from": "chat"})])
     except (StoreError, ModelError) as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     have = 1 if answer else 0
     if have >= proj.k:
         return f"Sent to **{proj.name}** with its {proj.k} replies."

@@ -14,6 +14,7 @@ from rlhf.pool import EncoderPool, EnginePool, ScorerPool
 from rlhf.registry import ModelRegistry
 from studio.candidates import CandidateJobs
 from studio.launcher import RunLauncher
+from studio.permissions import default_data_roots
 
 
 @dataclass
@@ -25,6 +26,7 @@ class StudioContext:
     launcher: RunLauncher
     scorers: ScorerPool
     encoders: EncoderPool
+    data_roots: list[Path]
 
     @classmethod
     def open(cls, db: str | Path, home: Path | None = None, device: str | None = None) -> StudioContext:
@@ -41,6 +43,7 @@ class StudioContext:
             launcher=launcher,
             scorers=ScorerPool(registry, device=device),
             encoders=EncoderPool(registry, device=device),
+            data_roots=default_data_roots(registry.home, store.path.resolve().parent),
         )
 
     @property

@@ -26,9 +26,10 @@ from rlhf.modelfiles import ModelError
 from rlhf.ppo import PPORunConfig, warnings_for
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from rlhf.rewards import DEFAULT_JUDGE_TEMPLATE
-from studio.auth import current_user, require_admin
 from studio.config_form import build_form, form_config
 from studio.context import StudioContext
+from studio.permissions import current_user, require_admin
+from studio.render import UserError
 from studio.run_monitor import Chart, build_monitor
 
 KIND = "ppo"
@@ -124,7 +125,7 @@ def launch(ctx: StudioContext, prompts: str | None, policy: str | None, rewards:
         elif not Path(cfg.prompts).is_file():
             raise ValueError(f"{cfg.prompts} does not exist; choose a project or type the path of a prompts file.")
     except (ValueError, StoreError) as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     return ctx.launcher.start(KIND, cfg).id
 
 

@@ -26,9 +26,9 @@ from rlhf.instruction_data import InstructionFileError, read_records
 from rlhf.modelfiles import ModelError
 from rlhf.prompting import COT_MODES, DEMO_MODES, PromptTemplate, TemplateError, evaluate, pick_demonstrations, render
 from rlhf.registry import DEFAULT_CHAT_MODEL, DEFAULT_ENCODER
-from studio.auth import current_user
 from studio.context import StudioContext
-from studio.render import conversation_markdown, neutralise_html
+from studio.permissions import current_user
+from studio.render import UserError, conversation_markdown, neutralise_html
 
 EDITOR = "(the editor)"
 VARIANTS = 4
@@ -49,14 +49,14 @@ def load_records(ctx: StudioContext, source: str | None, limit: int | None = Non
         records = [r for _, r in read_records(Path(source))]
         return records[:limit] if limit else records
     except (StoreError, InstructionFileError) as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
 
 
 def parse_ids(text: str | None) -> list[int]:
     try:
         return [int(x) for x in (text or "").replace(",", " ").split()]
     except ValueError as exc:
-        raise gr.Error(f"hand-picked demonstrations are pool numbers separated by commas, e.g. 0, 3, 5 (got {text!r})") from exc
+        raise UserError(f"hand-picked demonstrations are pool numbers separated by commas, e.g. 0, 3, 5 (got {text!r})") from exc
 
 
 def editor_template(name, system, template, demos, k, hand, seed, cot, trigger) -> PromptTemplate:
@@ -74,7 +74,7 @@ def editor_template(name, system, template, demos, k, hand, seed, cot, trigger) 
     try:
         t.check()
     except TemplateError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     return t
 
 
@@ -89,7 +89,7 @@ def build_messages(ctx: StudioContext, template: PromptTemplate, pool: list[dict
     try:
         return render(template, record, pick_demonstrations(template, pool, record, _encoder(ctx, template)))
     except TemplateError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
 
 
 def run_variants(
@@ -102,7 +102,7 @@ def run_variants(
 ) -> list[tuple[str, str, list[dict], str]]:
     """(label, model, messages, output) for each variant with a template and a model; greedy decoding."""
     if not (text or "").strip():
-        raise gr.Error("Type an input first.")
+        raise UserError("Type an input first.")
     out = []
     for template_name, model in variants:
         if not template_name or not model:
@@ -112,10 +112,10 @@ def run_variants(
         try:
             [gen] = ctx.engines.get(model).generate([messages], SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
         except ModelError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise UserError(str(exc)) from exc
         out.append((template.name if template_name == EDITOR else template_name, model, messages, gen.text))
     if not out:
-        raise gr.Error("Choose a template and a model for at least one variant.")
+        raise UserError("Choose a template and a model for at least one variant.")
     return out
 
 
@@ -123,7 +123,7 @@ def _saved(ctx: StudioContext, name: str) -> PromptTemplate:
     try:
         return PromptTemplate.from_dict(load_template(ctx.store, name))
     except StoreError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
 
 
 def evaluate_template(
@@ -137,9 +137,9 @@ def evaluate_template(
     max_new_tokens: int,
 ) -> tuple[str, pd.DataFrame]:
     if not dataset:
-        raise gr.Error("Choose a labelled dataset (a project or a file with input and output fields).")
+        raise UserError("Choose a labelled dataset (a project or a file with input and output fields).")
     if not model:
-        raise gr.Error("Choose the model to evaluate with.")
+        raise UserError("Choose the model to evaluate with.")
     engine = ctx.engines.get(model)
 
     def generate(conversations: list[list[dict]]) -> list[str]:
@@ -148,7 +148,7 @@ def evaluate_template(
     reward = None
     if metric == "reward":
         if not reward_model:
-            raise gr.Error("The reward metric needs a reward model.")
+            raise UserError("The reward metric needs a reward model.")
         scorer = ctx.scorers.get(reward_model)
 
         def reward(inputs: list[str], outputs: list[str]) -> list[float]:
@@ -157,7 +157,7 @@ def evaluate_template(
     try:
         mean, rows = evaluate(template, dataset, pool, generate, metric, _encoder(ctx, template), reward)
     except (TemplateError, ModelError) as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     frame = pd.DataFrame(
         [[r.input, r.expected, r.output, round(r.score, 4)] for r in rows], columns=["input", "expected", "output", "score"]
     )
@@ -169,9 +169,9 @@ def send_outputs(ctx: StudioContext, project: str | None, text: str, results: li
     """The input becomes a prompt of ``project``; the variants' outputs become its candidate replies."""
     current_user(ctx.store, request)
     if not project:
-        raise gr.Error("Choose the project to send to.")
+        raise UserError("Choose the project to send to.")
     if not results:
-        raise gr.Error("Run the variants first.")
+        raise UserError("Run the variants first.")
     try:
         proj = ctx.store.project(project)
         [prompt_id] = ctx.store.add_prompts(proj.id, [PromptRecord(text.strip(), source="prompt lab")])
@@ -188,7 +188,7 @@ def send_outputs(ctx: StudioContext, project: str | None, text: str, results: li
         if replies:
             ctx.store.add_replies(prompt_id, replies)
     except (StoreError, ModelError) as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     more = f"; it needs {proj.k - len(replies)} more (Admin > Candidates)" if len(replies) < proj.k else ""
     return f"Sent to **{html.escape(proj.name)}** with {len(replies)} candidate replies{more}."
 
@@ -328,7 +328,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
             try:
                 save_template(ctx.store, t.name, t.as_dict())
             except StoreError as exc:
-                raise gr.Error(str(exc)) from exc
+                raise UserError(str(exc)) from exc
             names = template_names(ctx.store)
             return (
                 f"Saved **{html.escape(t.name)}**.",

@@ -18,9 +18,9 @@ import gradio as gr
 
 from annotations.queue import QueueItem, next_prompt, progress, save_draft, skip_prompt, submit_ranking
 from annotations.store import StoreError
-from studio.auth import current_user
 from studio.context import StudioContext
-from studio.render import conversation_markdown, neutralise_html
+from studio.permissions import current_user
+from studio.render import UserError, conversation_markdown, neutralise_html
 
 MAX_K = 8
 LETTERS = "ABCDEFGH"
@@ -121,7 +121,7 @@ def open_project(ctx: StudioContext, project: str | None, request: gr.Request | 
         proj = ctx.store.project(project)
         return _view(ctx, proj.id, user.id, next_prompt(ctx.store, proj.id, user.id))
     except StoreError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
 
 
 def _ranks_by_id(state: dict, ranks: list) -> dict[int, int | None]:
@@ -135,7 +135,7 @@ def submit(ctx: StudioContext, state: dict | None, ranks: list, rationale: str, 
     """Store the ranking and show the next prompt; an invalid ranking changes nothing."""
     user = current_user(ctx.store, request)
     if not state:
-        raise gr.Error("There is no prompt to rank; choose a project.")
+        raise UserError("There is no prompt to rank; choose a project.")
     try:
         result = submit_ranking(
             ctx.store,
@@ -149,7 +149,7 @@ def submit(ctx: StudioContext, state: dict | None, ranks: list, rationale: str, 
         )
         item = next_prompt(ctx.store, state["project_id"], user.id)
     except StoreError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     status = "Already saved (double click ignored)." if result.duplicate else "Saved."
     return _view(ctx, state["project_id"], user.id, item, status)
 
@@ -163,12 +163,12 @@ def pairwise(ctx: StudioContext, state: dict | None, verdict: str, rationale: st
 def skip(ctx: StudioContext, state: dict | None, reason: str, request: gr.Request | None) -> View:
     user = current_user(ctx.store, request)
     if not state:
-        raise gr.Error("There is no prompt to skip.")
+        raise UserError("There is no prompt to skip.")
     try:
         skip_prompt(ctx.store, user.id, state["prompt_id"], reason, key=state["key"] + "-skip")
         item = next_prompt(ctx.store, state["project_id"], user.id)
     except StoreError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     return _view(ctx, state["project_id"], user.id, item, "Skipped.")
 
 

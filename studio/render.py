@@ -7,7 +7,11 @@ and code keep working.
 
 from __future__ import annotations
 
+import html
 import re
+
+import gradio as gr
+import nh3
 
 # Fenced blocks and inline code spans keep their text untouched: Markdown shows them literally.
 _CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)
@@ -19,6 +23,31 @@ def neutralise_html(text: str) -> str:
     for i in range(0, len(parts), 2):
         parts[i] = parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return "".join(parts)
+
+
+def plain_text(text: object) -> str:
+    """Any text as inert HTML: every character shown as itself, nothing interpreted.
+
+    Escaping (not sanitising) is right for text that should never contain markup: names,
+    error messages, labels.
+    """
+    return html.escape(str(text), quote=False)
+
+
+class UserError(gr.Error):
+    """A gr.Error whose message is shown as text: names and values in it never become HTML.
+
+    Gradio renders a toast's message as HTML, so a project called ``<img src=...>`` would
+    otherwise load a picture in the admin's browser.
+    """
+
+    def __init__(self, message: object, **kwargs) -> None:
+        super().__init__(plain_text(message), **kwargs)
+
+
+def warn(message: object, duration: float | None = 10) -> None:
+    """A warning toast that leaves the screen as it is (text only, like :class:`UserError`)."""
+    gr.Warning(plain_text(message), duration=duration)
 
 
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System"}

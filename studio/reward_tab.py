@@ -19,9 +19,10 @@ from annotations.snapshot import list_snapshots
 from rlhf.config import ConfigError, config_yaml
 from rlhf.modelfiles import ModelError
 from rlhf.reward import RewardRunConfig
-from studio.auth import current_user, require_admin
 from studio.config_form import build_form, form_config
 from studio.context import StudioContext
+from studio.permissions import current_user, require_admin
+from studio.render import UserError
 from studio.run_monitor import Chart, build_monitor
 
 KIND = "reward"
@@ -82,7 +83,7 @@ def launch(ctx: StudioContext, data: str | None, base_model: str | None, setting
     try:
         cfg = make_config(ctx, data, base_model, settings)
     except ValueError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     return ctx.launcher.start(KIND, cfg).id
 
 
@@ -90,13 +91,13 @@ def try_it(ctx: StudioContext, model: str | None, prompt: str, reply_a: str, rep
     """Score two replies to one prompt; Markdown saying which the model prefers and how strongly."""
     require_admin(ctx.store, request)
     if not model:
-        raise gr.Error("Choose a reward model (train one above, or register one with `rlhf-studio models add`).")
+        raise UserError("Choose a reward model (train one above, or register one with `rlhf-studio models add`).")
     if not (reply_a or "").strip() or not (reply_b or "").strip():
-        raise gr.Error("Write both replies.")
+        raise UserError("Write both replies.")
     try:
         scorer = ctx.scorers.get(model)
     except ModelError as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     a, b = scorer.score_batch([(prompt or "", reply_a), (prompt or "", reply_b)])
     p_a = 1 / (1 + math.exp(-(a - b)))
     better = "A" if a > b else "B" if b > a else None

@@ -15,10 +15,10 @@ import gradio as gr
 import pandas as pd
 
 from rlhf.runs import RunDir
-from studio.auth import require_admin
 from studio.context import StudioContext
 from studio.launcher import RunLauncher
-from studio.render import line_chart, progress_bar
+from studio.permissions import require_admin
+from studio.render import UserError, line_chart, progress_bar
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes from library loggers
 
@@ -144,7 +144,7 @@ def build_monitor(ctx: StudioContext, kind: str, charts: tuple[Chart, ...], metr
         try:
             return ctx.launcher.cancel(run_id or "")
         except ValueError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise UserError(str(exc)) from exc
 
     def refresh_choices(run_id, request: gr.Request):
         require_admin(ctx.store, request)

@@ -20,9 +20,10 @@ import gradio as gr
 from annotations.store import StoreError
 from rlhf.config import ConfigError, config_yaml
 from rlhf.modelfiles import ModelError
-from studio.auth import current_user, require_admin
 from studio.config_form import build_form, form_config
 from studio.context import StudioContext
+from studio.permissions import current_user, require_admin
+from studio.render import UserError
 from studio.run_monitor import Chart, build_monitor
 
 PROJECT_PREFIX = "project:"
@@ -98,7 +99,7 @@ def launch(ctx: StudioContext, spec: Spec, data: str | None, model: str | None, 
             spec.export(ctx.store, project, path)
             cfg = dataclasses.replace(cfg, **{spec.data_field: str(path)})
     except (ValueError, StoreError) as exc:
-        raise gr.Error(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     return ctx.launcher.start(spec.kind, cfg).id
 
 

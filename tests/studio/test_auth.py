@@ -6,7 +6,8 @@ import gradio as gr
 import pytest
 
 from annotations.accounts import annotators, authenticate, set_active
-from studio.auth import current_user, ensure_admin, make_auth, require_admin
+from studio.auth import ensure_admin, make_auth
+from studio.permissions import current_user, require_admin
 from studio.context import StudioContext
 from tests.studio.conftest import as_user
 
