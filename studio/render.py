@@ -1,17 +1,28 @@
-"""Turning stored text into safe Markdown for the screens.
+"""Turning stored text into safe HTML for the screens.
 
-Replies and prompts come from models and imported files: any raw HTML in them is shown as
-text, never rendered (no <script>, no <img onerror>, no layout-breaking tags), while Markdown
-and code keep working.
+Replies, prompts, guidelines and rationales come from models, imported files and annotators.
+:func:`markdown_html` renders them on the server: Markdown becomes HTML (markdown-it-py, raw
+HTML off, so any HTML in the text shows as text), images and links become visible text (their
+URL shown, never loaded or followed), and nh3 with a strict allow-list is the final safety net:
+no attributes, no URLs, no tags outside :data:`ALLOWED_TAGS`. Show the result in ``gr.HTML``
+(with ``elem_classes="rendered"``), never in ``gr.Markdown``, which would interpret it again.
+
+    from studio.render import markdown_html, conversation_html
+    gr.HTML(markdown_html(reply_text), elem_classes="rendered")
 """
 
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 
 import gradio as gr
 import nh3
+from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 
 # Fenced blocks and inline code spans keep their text untouched: Markdown shows them literally.
 _CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)
@@ -23,6 +34,103 @@ def neutralise_html(text: str) -> str:
     for i in range(0, len(parts), 2):
         parts[i] = parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return "".join(parts)
+
+
+# What rendered text may contain. No attributes at all (so no src, href, style, on*, class, id:
+# nothing can load, navigate, restyle the page or borrow the studio's own CSS classes), and no
+# tag that embeds, links, submits or styles (a, img, svg, iframe, form, style, meta, base, ...).
+ALLOWED_TAGS = frozenset(
+    {
+        "p", "br", "hr", "strong", "em", "s", "del", "code", "pre", "blockquote", "ul", "ol", "li",
+        "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td",
+    }
+)  # fmt: skip
+
+# The wrapper that markdown_html puts around the sanitised HTML (added after nh3, with fixed
+# attributes): the only element with attributes in rendered text.
+WRAPPER_CLASS = "md-text"
+
+# Explicit bidi embeddings, overrides and isolates (LRE, RLE, PDF, LRO, RLO, LRI, RLI, FSI, PDI).
+# They are invisible and reorder the characters after them ("Trojan Source"): an annotator
+# would read a reply in one order while the model wrote, and trains on, another. We show each
+# as a visible marker such as [U+202E] rather than drop it silently: what the annotator sees is
+# then exactly the logical text, and the marker itself is worth seeing (a reply that emits
+# such characters is suspicious). Legitimate right-to-left text (Arabic, Hebrew) needs none of
+# them: the wrapper has dir="auto", and an element with a dir attribute is bidi-isolated
+# (unicode-bidi: isolate, from the browser's own stylesheet, plus ours), so RTL text and the
+# weak marks LRM/RLM/ALM stay inside their reply and cannot reorder the page around it.
+# Zero-width characters (ZWSP, ZWNJ, ZWJ, word joiner, BOM) reorder nothing, and ZWJ/ZWNJ are
+# needed by emoji sequences and Persian or Indic scripts, so they stay.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def _show_bidi_controls(text: str) -> str:
+    return _BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", text)
+
+
+class _TextOnlyLinks(RendererHTML):
+    """markdown-it's HTML renderer with links and images turned into visible text.
+
+    A link shows its text and then its URL in brackets; an image shows its alt text and its
+    URL: no <a>, no <img>, so nothing is fetched and nothing can be clicked through to.
+    """
+
+    def link_open(self, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
+        return ""
+
+    def link_close(self, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
+        # The matching link_open is the nearest earlier one at the same nesting level.
+        depth = 0
+        for j in range(idx - 1, -1, -1):
+            token = tokens[j]
+            if token.type == "link_close":
+                depth += 1
+            elif token.type == "link_open":
+                if depth == 0:
+                    href = str(token.attrGet("href") or "")
+                    shown = self.renderInlineAsText(tokens[j + 1 : idx], options, env)
+                    return "" if not href or shown.strip() == href else f" ({html.escape(href)})"
+                depth -= 1
+        return ""
+
+    def image(self, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
+        token = tokens[idx]
+        alt = self.renderInlineAsText(token.children, options, env).strip()
+        src = str(token.attrGet("src") or "")
+        label = f"[image: {alt}]" if alt else "[image]"
+        return html.escape(f"{label} ({src})" if src else label)
+
+
+def _parser() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}, renderer_cls=_TextOnlyLinks)
+    md.enable(["table", "strikethrough"])
+    # With html off these rules already emit text; disabling them too makes it explicit.
+    # Autolinks (<http://x>) stay as their literal text.
+    md.disable(["html_block", "html_inline", "autolink"])
+    return md
+
+
+_MD = _parser()
+
+
+def markdown_html(text: str) -> str:
+    """Stored text (a reply, prompt, guideline, rationale) as safe HTML, rendered on the server.
+
+    Markdown works (emphasis, lists, headings, code, tables, quotes); raw HTML shows as text;
+    links and images show as text with their URL; the result holds only :data:`ALLOWED_TAGS`
+    with no attributes, inside one ``<div class="md-text" dir="auto">``.
+    """
+    body = _MD.render(_show_bidi_controls(text or ""))
+    safe = nh3.clean(
+        body,
+        tags=set(ALLOWED_TAGS),
+        clean_content_tags={"script", "style"},
+        attributes={},
+        url_schemes=set(),
+        link_rel=None,
+        strip_comments=True,
+    )
+    return f'<div class="{WRAPPER_CLASS}" dir="auto">{safe}</div>'
 
 
 def plain_text(text: object) -> str:
@@ -61,6 +169,20 @@ def conversation_markdown(messages: list[dict]) -> str:
         quoted = "\n".join(f"> {line}" if line else ">" for line in body.splitlines())
         blocks.append(f"**{ROLE_NAMES.get(m['role'], m['role'])}**\n\n{quoted}")
     return "\n\n".join(blocks)
+
+
+def conversation_html(messages: list[dict]) -> str:
+    """A conversation as turns: each role's label, then its text through :func:`markdown_html`.
+
+    Each turn is its own bidi-isolated block, so one turn's text cannot reorder another's.
+    """
+    blocks = []
+    for m in messages:
+        role = plain_text(ROLE_NAMES.get(str(m.get("role", "")), str(m.get("role", ""))))
+        text = str(m.get("content") or "")
+        body = markdown_html(text) if text.strip() else f'<div class="{WRAPPER_CLASS}" dir="auto"><p><em>(empty)</em></p></div>'
+        blocks.append(f'<div class="md-turn"><div class="md-role">{role}</div>{body}</div>')
+    return f'<div class="md-conversation">{"".join(blocks)}</div>'
 
 
 def bar_chart(title: str, rows: list[tuple[str, float | None, str]], maximum: float | None = None) -> str:
