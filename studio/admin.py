@@ -21,7 +21,8 @@ from rlhf.generation import SamplingParams
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from studio.context import StudioContext
-from studio.permissions import current_user, require_admin
+from studio.login_guard import recent_failures
+from studio.permissions import MANAGE_ACCOUNTS, READ_RESULTS, TRAIN, WRITE_CONTENT, current_user, require
 from studio.render import UserError, bar_chart
 
 SHAPES = ["auto", "prompt", "dolly", "alpaca", "preference", "hh-rlhf"]
@@ -50,7 +51,7 @@ def projects_frame(ctx: StudioContext) -> pd.DataFrame:
 
 
 def create_project(ctx: StudioContext, name: str, k: float, min_submitted: float, guidelines: str, request: gr.Request | None) -> str:
-    require_admin(ctx.store, request)
+    require(ctx.store, request, WRITE_CONTENT)
     try:
         ctx.store.create_project(name or "", guidelines=guidelines or "", k=int(k), min_submitted=int(min_submitted))
     except StoreError as exc:
@@ -61,7 +62,7 @@ def create_project(ctx: StudioContext, name: str, k: float, min_submitted: float
 
 # -- import -------------------------------------------------------------------------------------------
 def import_upload(ctx: StudioContext, project: str, file: str | None, shape: str, skip_invalid: bool, request: gr.Request | None) -> str:
-    require_admin(ctx.store, request)
+    require(ctx.store, request, WRITE_CONTENT)
     if not project:
         raise UserError("Choose the project to import into.")
     if not file:
@@ -91,7 +92,7 @@ def start_generation(
     request: gr.Request | None,
 ) -> int:
     """Start filling the project's prompts up to k replies; returns the job id."""
-    require_admin(ctx.store, request)
+    require(ctx.store, request, TRAIN)
     if not project:
         raise UserError("Choose a project.")
     try:
@@ -134,7 +135,7 @@ def annotators_frame(ctx: StudioContext) -> pd.DataFrame:
 
 
 def add_person(ctx: StudioContext, name: str, password: str, role: str, request: gr.Request | None) -> str:
-    require_admin(ctx.store, request)
+    require(ctx.store, request, MANAGE_ACCOUNTS)
     try:
         accounts.add_annotator(ctx.store, name or "", password or "", role=role or "annotator")
     except StoreError as exc:
@@ -143,7 +144,7 @@ def add_person(ctx: StudioContext, name: str, password: str, role: str, request:
 
 
 def set_active(ctx: StudioContext, name: str, active: bool, request: gr.Request | None) -> str:
-    admin = require_admin(ctx.store, request)
+    admin = require(ctx.store, request, MANAGE_ACCOUNTS)
     if not name:
         raise UserError("Type the annotator's name.")
     if name == admin.name and not active:
@@ -152,16 +153,27 @@ def set_active(ctx: StudioContext, name: str, active: bool, request: gr.Request 
         accounts.set_active(ctx.store, name, active)
     except StoreError as exc:
         raise _fail(exc) from exc
-    return f"{html.escape(name)} is now {'active' if active else 'deactivated'}."
+    if active:
+        return f"{html.escape(name)} is now active."
+    ended = ctx.sessions.end(name)
+    return f"{html.escape(name)} is now deactivated; {ended} open session(s) ended."
 
 
 def reset_password(ctx: StudioContext, name: str, password: str, request: gr.Request | None) -> str:
-    require_admin(ctx.store, request)
+    require(ctx.store, request, MANAGE_ACCOUNTS)
     try:
         accounts.reset_password(ctx.store, name or "", password or "")
     except StoreError as exc:
         raise _fail(exc) from exc
-    return f"New password set for {html.escape(name)}."
+    # The old password may be known to someone else: every session logged in with it ends.
+    ended = ctx.sessions.end(name)
+    return f"New password set for {html.escape(name)}; {ended} open session(s) ended."
+
+
+def failed_logins_frame(ctx: StudioContext) -> pd.DataFrame:
+    """Failed logins of the last hour by account and address (lockouts show here)."""
+    rows = [(n, a, c, str(t)[:19], round(ctx.logins.locked_for(n, a))) for n, a, c, t in recent_failures(ctx.store)]
+    return pd.DataFrame(rows, columns=["name", "address", "failures (last hour)", "last attempt", "locked for s"])
 
 
 # -- dashboard -------------------------------------------------------------------------------------------
@@ -201,7 +213,7 @@ def recent_activity(ctx: StudioContext, limit: int = 20) -> pd.DataFrame:
 def dashboard(ctx: StudioContext, project: str | None, request: gr.Request | None) -> tuple:
     """(completion chart, projects table, rankings-per-annotator chart, agreement text,
     reliability chart, recent activity) for the admin dashboard."""
-    require_admin(ctx.store, request)
+    require(ctx.store, request, READ_RESULTS)
     project = project or next((p.name for p in ctx.store.projects()), None)
     projects = projects_frame(ctx)
     people = annotators_frame(ctx)
@@ -242,7 +254,7 @@ def snapshots_frame(ctx: StudioContext) -> pd.DataFrame:
 def make_snapshot(
     ctx: StudioContext, project: str | None, strategy: str, aggregate: str, include_ties: bool, margin: bool, request: gr.Request | None
 ) -> dict:
-    require_admin(ctx.store, request)
+    require(ctx.store, request, WRITE_CONTENT)
     try:
         info = create_snapshot(
             ctx.store,
@@ -350,6 +362,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     deactivate_btn = gr.Button("Deactivate", variant="stop", elem_id="person-deactivate")
                     activate_btn = gr.Button("Activate", elem_id="person-activate")
                 people_status = gr.Markdown(elem_id="people-status")
+                failed_logins = gr.Dataframe(label="Failed logins (last hour)", interactive=False, elem_id="failed-logins")
 
             with gr.Tab("Snapshots", id="admin-snapshots"):
                 with gr.Row():
@@ -366,20 +379,25 @@ def build(ctx: StudioContext) -> gr.Blocks:
         # -- wiring ---------------------------------------------------------------------------------
         project_pickers = [dash_project, import_project, gen_project, snap_project]
 
-        def refresh_lists(*current):
+        def lists_for(current: list) -> list:
             # Keep each picker's choice; fall back to the first project so that what the
             # page shows and the value the server gets are the same.
             choices = names()
             first = choices[0] if choices else None
-            chosen = [c if c in choices else first for c in (current or [None] * len(project_pickers))]
+            chosen = [c if c in choices else first for c in current]
             return [gr.Dropdown(choices=choices, value=v) for v in chosen] + [
                 projects_frame(ctx),
                 annotators_frame(ctx),
                 snapshots_frame(ctx),
                 gr.update(choices=ctx.registry.names("causal-lm")),
+                failed_logins_frame(ctx),
             ]
 
-        lists = [*project_pickers, project_table, people_table, snap_table, gen_models]
+        def refresh_lists(dash, imp, gen, snap, request: gr.Request):
+            require(ctx.store, request, READ_RESULTS)
+            return lists_for([dash, imp, gen, snap])
+
+        lists = [*project_pickers, project_table, people_table, snap_table, gen_models, failed_logins]
 
         def on_create(name, k, mn, guide, request: gr.Request):
             return create_project(ctx, name, k, mn, guide, request)
@@ -400,7 +418,8 @@ def build(ctx: StudioContext) -> gr.Blocks:
             bar, _ = job_status(ctx, jid)
             return jid, bar, gr.Timer(active=True)
 
-        def on_tick(jid):
+        def on_tick(jid, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             bar, running = job_status(ctx, jid)
             return bar, gr.Timer(active=running)
 
@@ -446,7 +465,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
             user = current_user(ctx.store, request)
             if not user.is_admin:  # annotators load the page too; they get nothing from here
                 return [gr.update() for _ in lists + dash_outputs]
-            return refresh_lists() + list(dashboard(ctx, None, request))
+            return lists_for([None] * len(project_pickers)) + list(dashboard(ctx, None, request))
 
         screen.load(on_load, None, lists + dash_outputs, api_name=False)
     return screen

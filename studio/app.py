@@ -15,8 +15,9 @@ from pathlib import Path
 import gradio as gr
 
 from studio import admin, chat, dpo_tab, ppo_tab, prompt_lab, ranking, reward_tab, sft_tab
-from studio.auth import ensure_admin, make_auth
+from studio.auth import ensure_admin
 from studio.context import StudioContext
+from studio.login_guard import ClientAddressMiddleware
 from studio.permissions import current_user
 
 TITLE = "RLHF Studio"
@@ -64,7 +65,7 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat.build(ctx)
-            with gr.Tab("Prompt lab", id="lab"):
+            with gr.Tab("Prompt lab", id="lab", visible=False) as lab_tab:
                 prompt_lab.build(ctx)
             with gr.Tab("Rank", id="rank"):
                 ranking.build(ctx)
@@ -81,12 +82,12 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
 
         def on_load(request: gr.Request):
             text, is_admin = whoami(ctx, request)
-            # Annotators land on the ranking screen; the admin tab exists only for admins (and
-            # its handlers check the role again on the server).
-            engineer_tabs = [gr.Tab(visible=is_admin) for _ in range(5)]
+            # Annotators land on the ranking screen; the prompt lab, training and admin tabs
+            # are shown to admins only (and their handlers check the role again on the server).
+            engineer_tabs = [gr.Tab(visible=is_admin) for _ in range(6)]
             return text, *engineer_tabs, gr.Tabs(selected="chat" if is_admin else "rank")
 
-        app.load(on_load, None, [user_md, sft_tab_, reward_tab_, ppo_tab_, dpo_tab_, admin_tab, tabs], api_name=False)
+        app.load(on_load, None, [user_md, lab_tab, sft_tab_, reward_tab_, ppo_tab_, dpo_tab_, admin_tab, tabs], api_name=False)
     return app
 
 
@@ -103,19 +104,30 @@ def db_path(arg: str | None) -> Path:
     return Path(arg or os.environ.get("STUDIO_DB") or "studio.duckdb")
 
 
-def launch(ctx: StudioContext, blocks: gr.Blocks, host: str, port: int, share: bool) -> None:
+def launch(ctx: StudioContext, blocks: gr.Blocks, host: str, port: int, share: bool, block: bool = True) -> str:
+    """Serve ``blocks`` with the studio's logins; returns the local URL (at once when ``block`` is False)."""
+    from starlette.middleware import Middleware
+
     ensure_admin(ctx.store)
-    blocks.queue(default_concurrency_limit=8).launch(
+    # Deactivating an account or resetting its password ends its sessions in this server.
+    ctx.sessions.attach(blocks)
+    _, url, _ = blocks.queue(default_concurrency_limit=8).launch(
         server_name=host,
         server_port=port,
         share=share,
-        auth=make_auth(ctx.store),
+        # Async: the password check runs in a worker thread, never on the event loop; the
+        # middleware tells it the client's address for the per-address lockout.
+        auth=ctx.logins.auth_function(),
+        app_kwargs={"middleware": [Middleware(ClientAddressMiddleware)]},
         auth_message="Log in with your RLHF Studio account.",
         theme=theme(),
         css=CSS,
         head=ranking.KEYBOARD_JS,
         footer_links=["api", "settings"],
+        prevent_thread_lock=not block,
+        quiet=not block,
     )
+    return url
 
 
 def serve(args: argparse.Namespace) -> int:

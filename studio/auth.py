@@ -1,9 +1,8 @@
-"""Logins and roles for the studio: Gradio's auth backed by the store's accounts.
+"""The first admin account of a new studio.
 
-Every admin handler calls :func:`require_admin` first, so an annotator who reaches an admin
-endpoint (for example through ``gradio_client``) is refused on the server, whatever the page
-shows. :func:`ensure_admin` creates the first admin: its password comes from
-``STUDIO_ADMIN_PASSWORD`` or is random and printed once; there is no default password.
+:func:`ensure_admin` creates it: its password comes from ``STUDIO_ADMIN_PASSWORD`` or is random
+and printed once; there is no default password. Logins are checked by
+:class:`studio.login_guard.LoginGuard`, roles by :mod:`studio.permissions`.
 """
 
 from __future__ import annotations
@@ -12,19 +11,10 @@ import os
 import secrets
 from collections.abc import Callable
 
-from annotations.accounts import add_annotator, annotators, authenticate
+from annotations.accounts import add_annotator, annotators
 from annotations.store import Store
 
 FIRST_ADMIN = "admin"
-
-
-def make_auth(store: Store) -> Callable[[str, str], bool]:
-    """The callable Gradio asks at login."""
-
-    def check(username: str, password: str) -> bool:
-        return authenticate(store, username, password) is not None
-
-    return check
 
 
 def ensure_admin(store: Store, say: Callable[[str], None] = print) -> str | None:

@@ -16,7 +16,7 @@ from rlhf.generation import SamplingParams, text_content
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from studio.context import StudioContext
-from studio.permissions import current_user
+from studio.permissions import CHAT, WRITE_CONTENT, allowed, require
 from studio.render import UserError
 
 History = list[dict]
@@ -25,6 +25,8 @@ DEFAULT_SYSTEM = ""
 # Greedy by default: a 135M model's first-token distribution is often flat (for "What is the
 # capital of France?" SmolLM2 gives "The" 0.15 vs "L" 0.14), so sampling wanders off.
 DEFAULT_TEMPERATURE = 0.0
+# The slider's top; the server refuses more, whatever a hand-made request asks for.
+MAX_NEW_TOKENS = 1024
 
 
 def add_user_message(message: str, history: History | None) -> tuple[str, History]:
@@ -35,6 +37,8 @@ def add_user_message(message: str, history: History | None) -> tuple[str, Histor
 
 
 def sampling_from_controls(temperature: float, top_p: float, max_new_tokens: float, seed: float | None) -> SamplingParams:
+    if max_new_tokens is not None and float(max_new_tokens) > MAX_NEW_TOKENS:
+        raise UserError(f"Max new tokens is at most {MAX_NEW_TOKENS}.")
     try:
         return SamplingParams(
             temperature=float(temperature),
@@ -55,8 +59,10 @@ def stream_reply(
     top_p: float,
     max_new_tokens: float,
     seed: float | None,
+    request: gr.Request | None,
 ) -> Iterator[History]:
     """Stream the assistant's answer to the conversation's last user message."""
+    require(ctx.store, request, CHAT)
     if not history or history[-1]["role"] != "user":
         return
     params = sampling_from_controls(temperature, top_p, max_new_tokens, seed)
@@ -93,12 +99,13 @@ def send_to_queue(
     max_new_tokens: float,
     request: gr.Request | None,
 ) -> str:
-    """Put the conversation's last question into a project's queue, with replies up to k.
+    """Put the conversation's last question into a project's queue, with replies up to k (admins only).
 
     The chat's own answer (if any) becomes the first candidate; the model writes the rest with
-    sampling (temperature at least 0.7, so the candidates differ).
+    sampling (temperature at least 0.7, so the candidates differ). Annotators may not: the
+    history comes from the browser, so its "model" answer could be anything they typed.
     """
-    current_user(ctx.store, request)
+    require(ctx.store, request, WRITE_CONTENT)
     if not project:
         raise UserError("Choose the project to send the prompt to.")
     turns = [{"role": m["role"], "content": text_content(m["content"])} for m in (history or [])]
@@ -181,10 +188,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
                     max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens")
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
-                with gr.Accordion("Send to annotation queue", open=False):
+                with gr.Accordion("Send to annotation queue", open=False, visible=False) as queue_box:
                     queue_project = gr.Dropdown(
                         allow_custom_value=True,
-                        choices=[p.name for p in ctx.store.projects()],
+                        choices=[],
                         label="Project",
                         elem_id="chat-queue-project",
                     )
@@ -193,31 +200,52 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         settings = [model, system, temperature, top_p, max_new, seed]
 
-        def respond(history, *controls):
-            yield from stream_reply(ctx, history, *controls)
+        def respond(history, name, system_, temp, top, max_tokens, seed_, request: gr.Request):
+            yield from stream_reply(ctx, history, name, system_, temp, top, max_tokens, seed_, request)
 
-        submitted = message.submit(add_user_message, [message, chatbot], [message, chatbot], queue=False).then(
-            respond, [chatbot, *settings], chatbot
+        def on_message(text, history, request: gr.Request):
+            require(ctx.store, request, CHAT)
+            return add_user_message(text, history)
+
+        def on_regenerate(history, request: gr.Request):
+            require(ctx.store, request, CHAT)
+            return drop_last_reply(history)
+
+        def on_model(name, request: gr.Request):
+            require(ctx.store, request, CHAT)
+            return model_info(ctx, name)
+
+        def on_models(request: gr.Request):
+            require(ctx.store, request, CHAT)
+            return gr.update(choices=model_choices(ctx))
+
+        submitted = message.submit(on_message, [message, chatbot], [message, chatbot], queue=False, api_name=False).then(
+            respond, [chatbot, *settings], chatbot, api_name="chat_reply"
         )
-        clicked = send.click(add_user_message, [message, chatbot], [message, chatbot], queue=False).then(
-            respond, [chatbot, *settings], chatbot
+        clicked = send.click(on_message, [message, chatbot], [message, chatbot], queue=False, api_name=False).then(
+            respond, [chatbot, *settings], chatbot, api_name=False
         )
-        redo = regenerate.click(drop_last_reply, chatbot, chatbot, queue=False).then(respond, [chatbot, *settings], chatbot)
+        redo = regenerate.click(on_regenerate, chatbot, chatbot, queue=False, api_name=False).then(
+            respond, [chatbot, *settings], chatbot, api_name=False
+        )
         stop.click(None, cancels=[submitted, clicked, redo])
-        clear.click(lambda: [], None, chatbot, queue=False)
-        model.change(lambda name: model_info(ctx, name), model, info, queue=False)
+        clear.click(None, None, chatbot, js="() => []")
+        model.change(on_model, model, info, queue=False, api_name=False)
 
         def on_send(history, project, name, temp, top, max_tokens, request: gr.Request):
             return send_to_queue(ctx, history, project, name, temp, top, max_tokens, request)
 
         queue_btn.click(on_send, [chatbot, queue_project, model, temperature, top_p, max_new], queue_status, api_name="send_to_queue")
 
-        def refresh():
-            return gr.update(choices=model_choices(ctx)), gr.update(choices=[p.name for p in ctx.store.projects()])
+        def refresh(request: gr.Request):
+            user = require(ctx.store, request, CHAT)
+            # Only those who may send to a queue see the projects (and the accordion).
+            projects = [p.name for p in ctx.store.projects()] if allowed(user, WRITE_CONTENT) else []
+            return gr.update(choices=model_choices(ctx)), gr.update(choices=projects), gr.Accordion(visible=allowed(user, WRITE_CONTENT))
 
-        screen.load(refresh, None, [model, queue_project], queue=False, api_name=False)
+        screen.load(refresh, None, [model, queue_project, queue_box], queue=False, api_name=False)
         # Models trained while the page is open (reward, PPO, SFT runs) appear when the list opens.
-        model.focus(lambda: gr.update(choices=model_choices(ctx)), None, model, queue=False, api_name=False)
+        model.focus(on_models, None, model, queue=False, api_name=False)
     return screen
 
 

@@ -14,6 +14,7 @@ from rlhf.pool import EncoderPool, EnginePool, ScorerPool
 from rlhf.registry import ModelRegistry
 from studio.candidates import CandidateJobs
 from studio.launcher import RunLauncher
+from studio.login_guard import LoginGuard, Sessions
 from studio.permissions import default_data_roots
 
 
@@ -27,6 +28,8 @@ class StudioContext:
     scorers: ScorerPool
     encoders: EncoderPool
     data_roots: list[Path]
+    logins: LoginGuard
+    sessions: Sessions
 
     @classmethod
     def open(cls, db: str | Path, home: Path | None = None, device: str | None = None) -> StudioContext:
@@ -44,6 +47,8 @@ class StudioContext:
             scorers=ScorerPool(registry, device=device),
             encoders=EncoderPool(registry, device=device),
             data_roots=default_data_roots(registry.home, store.path.resolve().parent),
+            logins=LoginGuard(store),
+            sessions=Sessions(),
         )
 
     @property
@@ -52,4 +57,5 @@ class StudioContext:
         return self.store.path.resolve().parent / "snapshots"
 
     def close(self) -> None:
+        self.logins.close()
         self.store.close()

@@ -6,15 +6,15 @@ import gradio as gr
 import pytest
 
 from annotations.accounts import annotators, authenticate, set_active
-from studio.auth import ensure_admin, make_auth
+from studio.auth import ensure_admin
 from studio.permissions import current_user, require_admin
 from studio.context import StudioContext
 from tests.studio.conftest import as_user
 
 
 def test_gradio_auth_uses_the_store(ctx: StudioContext) -> None:
-    check = make_auth(ctx.store)
-    assert check("ana", "ana-password") and not check("ana", "wrong-password") and not check("nobody", "ana-password")
+    check = ctx.logins.attempt
+    assert check("ana", "ana-password").ok and not check("ana", "wrong-password").ok and not check("nobody", "ana-password").ok
 
 
 def test_roles_are_checked_on_the_server(ctx: StudioContext) -> None:

@@ -62,7 +62,11 @@ def test_chat_sends_the_last_question_with_its_answer(ctx: StudioContext) -> Non
         {"role": "user", "content": [{"type": "text", "text": "what is DuckDB?"}]},
         {"role": "assistant", "content": "An embedded database."},
     ]
-    message = chat.send_to_queue(ctx, history, "from-chat", "tiny", 0.0, 0.95, 8, as_user("ana"))
+    # An annotator's history is whatever their browser sends: they may not write prompts or replies.
+    with pytest.raises(gr.Error, match="Not allowed"):
+        chat.send_to_queue(ctx, history, "from-chat", "tiny", 0.0, 0.95, 8, as_user("ana"))
+    assert ctx.store.prompts(pid) == []
+    message = chat.send_to_queue(ctx, history, "from-chat", "tiny", 0.0, 0.95, 8, as_user("boss"))
     assert "generating 2 more replies with tiny" in message
     ctx.jobs.wait(ctx.jobs.latest(pid))
     [prompt] = ctx.store.prompts(pid)
@@ -71,6 +75,6 @@ def test_chat_sends_the_last_question_with_its_answer(ctx: StudioContext) -> Non
     assert replies[0].text == "An embedded database." and replies[0].model == "tiny"
     assert 1 <= len(replies) <= 3
     with pytest.raises(gr.Error, match="Ask something first"):
-        chat.send_to_queue(ctx, [], "from-chat", "tiny", 0.7, 0.95, 8, as_user("ana"))
+        chat.send_to_queue(ctx, [], "from-chat", "tiny", 0.7, 0.95, 8, as_user("boss"))
     with pytest.raises(gr.Error, match="Choose the project"):
-        chat.send_to_queue(ctx, history, None, "tiny", 0.7, 0.95, 8, as_user("ana"))
+        chat.send_to_queue(ctx, history, None, "tiny", 0.7, 0.95, 8, as_user("boss"))

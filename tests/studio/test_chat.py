@@ -7,21 +7,24 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from annotations.accounts import add_annotator
 from studio import chat
 from studio.app import build_app
 from studio.context import StudioContext
+from tests.studio.conftest import as_user
 
 
 @pytest.fixture
 def ctx(tmp_path: Path, studio_home: Path, tiny_lm_dir: Path):
     context = StudioContext.open(tmp_path / "s.duckdb", device="cpu")
     context.registry.add(tiny_lm_dir, name="tiny")
+    add_annotator(context.store, "ana", "ana-password")
     yield context
     context.close()
 
 
 def _reply(ctx: StudioContext, history, model: str = "tiny", temperature: float = 0, seed=-1) -> list[list[dict]]:
-    return list(chat.stream_reply(ctx, history, model, "", temperature, 0.95, 8, seed))
+    return list(chat.stream_reply(ctx, history, model, "", temperature, 0.95, 8, seed, as_user("ana")))
 
 
 def test_user_message_is_appended_and_box_cleared() -> None:
@@ -67,7 +70,7 @@ def test_unknown_model_and_bad_settings_are_clear_errors(ctx: StudioContext) -> 
     with pytest.raises(gr.Error, match="unknown model 'ghost'"):
         _reply(ctx, history, model="ghost")
     with pytest.raises(gr.Error, match="Invalid sampling setting"):
-        list(chat.stream_reply(ctx, history, "tiny", "", -1, 0.9, 8, -1))
+        list(chat.stream_reply(ctx, history, "tiny", "", -1, 0.9, 8, -1, as_user("ana")))
 
 
 def test_model_list_and_info(ctx: StudioContext) -> None:
@@ -80,3 +83,11 @@ def test_the_app_builds_with_a_chat_tab(ctx: StudioContext) -> None:
     app = build_app(ctx)
     labels = [getattr(block, "label", None) for block in app.blocks.values()]
     assert "Chat" in labels and "Conversation" in labels
+
+
+def test_chat_needs_a_login_and_bounds_the_reply(ctx: StudioContext) -> None:
+    history = [{"role": "user", "content": "hi"}]
+    with pytest.raises(gr.Error, match="Log in"):
+        list(chat.stream_reply(ctx, history, "tiny", "", 0, 0.95, 8, -1, None))
+    with pytest.raises(gr.Error, match="at most 1024"):
+        list(chat.stream_reply(ctx, history, "tiny", "", 0, 0.95, 10**9, -1, as_user("ana")))
