@@ -7,8 +7,8 @@ import pytest
 
 from annotations.accounts import annotators, authenticate, set_active
 from studio.auth import ensure_admin
-from studio.permissions import current_user, require_admin
 from studio.context import StudioContext
+from studio.permissions import current_user, require_admin
 from tests.studio.conftest import as_user
 
 
