@@ -91,6 +91,15 @@ def require(store: Store, request: gr.Request | None, action: str) -> Annotator:
     return user
 
 
+def may(store: Store, request: gr.Request | None, action: str) -> Annotator | None:
+    """The account if it may do ``action``, else None: for page-load handlers, which every
+    logged-in user triggers, and which must give those without the right nothing, silently."""
+    try:
+        return require(store, request, action)
+    except gr.Error:
+        return None
+
+
 def require_admin(store: Store, request: gr.Request | None) -> Annotator:
     """Shorthand for actions only admins have (accounts, content, training)."""
     user = current_user(store, request)
