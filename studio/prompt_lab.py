@@ -13,7 +13,6 @@ the queue need an account, as the chat does. Run alone: ``python -m studio.promp
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -27,7 +26,7 @@ from rlhf.modelfiles import ModelError
 from rlhf.prompting import COT_MODES, DEMO_MODES, PromptTemplate, TemplateError, evaluate, pick_demonstrations, render
 from rlhf.registry import DEFAULT_CHAT_MODEL, DEFAULT_ENCODER
 from studio.context import StudioContext
-from studio.permissions import current_user
+from studio.permissions import NAME_PATHS, READ_RESULTS, TRAIN, WRITE_CONTENT, data_path, may, require
 from studio.render import UserError, conversation_markdown, neutralise_html
 
 EDITOR = "(the editor)"
@@ -39,14 +38,19 @@ def pool_choices(ctx: StudioContext) -> list[tuple[str, str]]:
     return [(f"project {p.name} ({ctx.store.count_prompts(p.id)} records)", PROJECT_PREFIX + p.name) for p in ctx.store.projects()]
 
 
-def load_records(ctx: StudioContext, source: str | None, limit: int | None = None) -> list[dict]:
-    """Records from a project ("project:NAME") or a file; gr.Error when neither works."""
+def load_records(ctx: StudioContext, source: str | None, request: gr.Request | None, limit: int | None = None) -> list[dict]:
+    """Records from a project ("project:NAME": its best-ranked replies, i.e. the annotators'
+    results) or a file inside the data folders; gr.Error when neither works or the caller may not."""
     if not source:
         return []
+    if source.startswith(PROJECT_PREFIX):
+        require(ctx.store, request, READ_RESULTS)
+    else:
+        require(ctx.store, request, NAME_PATHS)
     try:
         if source.startswith(PROJECT_PREFIX):
             return labelled_records(ctx.store, source[len(PROJECT_PREFIX) :], limit=limit)
-        records = [r for _, r in read_records(Path(source))]
+        records = [r for _, r in read_records(data_path(ctx.data_roots, source))]
         return records[:limit] if limit else records
     except (StoreError, InstructionFileError) as exc:
         raise UserError(str(exc)) from exc
@@ -166,8 +170,11 @@ def evaluate_template(
 
 
 def send_outputs(ctx: StudioContext, project: str | None, text: str, results: list[dict], request) -> str:
-    """The input becomes a prompt of ``project``; the variants' outputs become its candidate replies."""
-    current_user(ctx.store, request)
+    """The input becomes a prompt of ``project``; the variants' outputs become its candidate replies.
+
+    Admins only: ``results`` comes back from the browser, so whoever sends it could forge them.
+    """
+    require(ctx.store, request, WRITE_CONTENT)
     if not project:
         raise UserError("Choose the project to send to.")
     if not results:
@@ -297,17 +304,20 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         editor_inputs = [name, system, template, demos, k, hand, seed, cot, trigger]
 
-        def on_pool(source):
-            records = load_records(ctx, source, limit=500)
+        def on_pool(source, request: gr.Request):
+            require(ctx.store, request, TRAIN)
+            records = load_records(ctx, source, request, limit=500)
             rows = [
                 [i, r.get("input") or r.get("instruction") or r.get("prompt") or "", r.get("output") or r.get("response") or ""]
                 for i, r in enumerate(records)
             ]
             return pd.DataFrame(rows, columns=["#", "input", "output"])
 
-        def on_run(*values):
+        def on_run(data: dict, request: gr.Request):
+            require(ctx.store, request, TRAIN)
+            values = [data[c] for c in run_inputs]
             editor = editor_template(*values[:9])
-            pool_records = load_records(ctx, values[9], limit=500)
+            pool_records = load_records(ctx, values[9], request, limit=500)
             text_value, max_tokens = values[10], int(values[11])
             pairs = [(values[12 + 2 * i], values[13 + 2 * i]) for i in range(VARIANTS)]
             found = run_variants(ctx, editor, pool_records, text_value, pairs, max_tokens)
@@ -323,7 +333,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
             return [*cards, shown, state]
 
         def on_save(name_, system_, template_, demos_, k_, hand_, seed_, cot_, trigger_, request: gr.Request):
-            current_user(ctx.store, request)
+            require(ctx.store, request, WRITE_CONTENT)
             t = editor_template(name_, system_, template_, demos_, k_, hand_, seed_, cot_, trigger_)
             try:
                 save_template(ctx.store, t.name, t.as_dict())
@@ -336,22 +346,28 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 *[gr.update(choices=[EDITOR, *names]) for _ in range(VARIANTS)],
             )
 
-        def on_load_template(chosen):
+        def on_load_template(chosen, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             if not chosen or chosen not in template_names(ctx.store):
                 return [gr.skip()] * 8
             t = _saved(ctx, chosen)
             return [t.system, t.template, t.demos, t.k, ", ".join(map(str, t.hand_picked)), t.seed, t.cot, t.cot_trigger]
 
-        def on_evaluate(*values):
+        def on_evaluate(data: dict, request: gr.Request):
+            require(ctx.store, request, TRAIN)
+            values = [data[c] for c in eval_inputs]
             editor = editor_template(*values[:9])
-            pool_records = load_records(ctx, values[9], limit=500)
-            dataset = load_records(ctx, values[10], limit=int(values[11] or 20))
+            pool_records = load_records(ctx, values[9], request, limit=500)
+            dataset = load_records(ctx, values[10], request, limit=int(values[11] or 20))
             return evaluate_template(ctx, editor, pool_records, dataset, values[12], values[13], values[14], int(values[15]))
 
         def on_send(project, text_value, state, request: gr.Request):
             return send_outputs(ctx, project, text_value or "", state or [], request)
 
-        def on_refresh():
+        def on_refresh(request: gr.Request):
+            # Every logged-in page loads this screen (hidden for annotators): they get nothing.
+            if may(ctx.store, request, TRAIN) is None:
+                return [gr.skip()] * len(refresh_outputs)
             names = template_names(ctx.store)
             projects = [p.name for p in ctx.store.projects()]
             return (
@@ -366,17 +382,13 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         variant_inputs = [c for pair in variant_rows for c in pair]
         pool.change(on_pool, pool, pool_table, api_name=False)
-        run_btn.click(
-            on_run, [*editor_inputs, pool, text, max_new, *variant_inputs], [*outputs, prompts_md, results_state], api_name="run_variants"
-        )
+        # Inputs as a set: the handler gets a dict, and Gradio still passes the request.
+        run_inputs = [*editor_inputs, pool, text, max_new, *variant_inputs]
+        run_btn.click(on_run, set(run_inputs), [*outputs, prompts_md, results_state], api_name="run_variants")
         save_btn.click(on_save, editor_inputs, [save_note, name, *[vt for vt, _ in variant_rows]], api_name="save_template")
         name.select(on_load_template, name, [system, template, demos, k, hand, seed, cot, trigger], api_name=False)
-        eval_btn.click(
-            on_evaluate,
-            [*editor_inputs, pool, data, limit, eval_model, metric, reward_model, max_new],
-            [eval_summary, eval_table],
-            api_name="evaluate_template",
-        )
+        eval_inputs = [*editor_inputs, pool, data, limit, eval_model, metric, reward_model, max_new]
+        eval_btn.click(on_evaluate, set(eval_inputs), [eval_summary, eval_table], api_name="evaluate_template")
         queue_btn.click(on_send, [queue_project, text, results_state], queue_note, api_name="send_lab_outputs")
         refresh_outputs = [name, pool, data, queue_project, reward_model, *[vt for vt, _ in variant_rows], *[vm for _, vm in variant_rows]]
         screen.load(on_refresh, None, refresh_outputs, api_name=False)

@@ -1,4 +1,4 @@
-"""Prompt lab handlers, and the Instruction tuning and DPO screens launching real runs."""
+"""The Instruction tuning and DPO screens launching real runs (the prompt lab: test_prompt_lab.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 from annotations.accounts import get_annotator
 from annotations.queue import next_prompt, submit_ranking
 from annotations.store import PromptRecord, ReplyRecord
-from annotations.templates import template_names
-from studio import dpo_tab, prompt_lab, sft_tab
+from studio import dpo_tab, sft_tab
 from studio.context import StudioContext
 from studio.training_screen import launch, preview
 from tests.studio.conftest import as_user
@@ -29,46 +28,6 @@ def ranked_project(ctx: StudioContext, name: str = "qa", n: int = 12) -> int:
     while (item := next_prompt(ctx.store, pid, ana)) is not None:
         submit_ranking(ctx.store, ana, item.prompt.id, {r.id: (1 if r.text.startswith("The sea") else 2) for r in item.replies})
     return pid
-
-
-def test_prompt_lab_variants_evaluation_templates_and_queue(ctx: StudioContext, tmp_path: Path) -> None:
-    pid = ranked_project(ctx)
-    pool = prompt_lab.load_records(ctx, "project:qa")
-    assert len(pool) == 12 and pool[0]["output"] == "The sea is wide."
-    editor = prompt_lab.editor_template("few", "Be brief.", "Q: {input}", "random", 2, "", 3, "none", "")
-    results = prompt_lab.run_variants(
-        ctx, editor, pool, "Where is the sea?", [(prompt_lab.EDITOR, "tiny"), (None, None), (prompt_lab.EDITOR, "tiny")], 6
-    )
-    assert len(results) == 2
-    label, model, messages, output = results[0]
-    assert (
-        model == "tiny" and messages[0] == {"role": "system", "content": "Be brief."} and len(messages) == 6
-    )  # system + 2 demos + question
-    assert results[0][3] == results[1][3]  # greedy: the same variant gives the same output
-
-    # save and load a template; it becomes a variant choice
-    from annotations.templates import load_template, save_template
-
-    save_template(ctx.store, editor.name, editor.as_dict())
-    assert "few" in template_names(ctx.store) and load_template(ctx.store, "few")["demos"] == "random"
-    [(_, _, again, _)] = prompt_lab.run_variants(ctx, editor, pool, "Where is the sea?", [("few", "tiny")], 6)
-    assert again == messages
-
-    data = tmp_path / "labelled.jsonl"
-    data.write_text("\n".join(json.dumps({"input": f"q{i}", "output": "x"}) for i in range(3)))
-    summary, frame = prompt_lab.evaluate_template(ctx, editor, pool, prompt_lab.load_records(ctx, str(data)), "tiny", "contains", None, 4)
-    assert "on 3 examples" in summary and list(frame.columns) == ["input", "expected", "output", "score"] and len(frame) == 3
-
-    before = ctx.store.count_prompts(pid)
-    state = [{"template": label, "model": model, "output": output or "something"}]
-    note = prompt_lab.send_outputs(ctx, "qa", "Where is the sea?", state, ANA)
-    assert "Sent to **qa** with 1 candidate" in note and ctx.store.count_prompts(pid) == before + 1
-    with pytest.raises(gr.Error, match="Run the variants first"):
-        prompt_lab.send_outputs(ctx, "qa", "x", [], ANA)
-    with pytest.raises(gr.Error, match="hand-picked demonstrations are pool numbers"):
-        prompt_lab.editor_template("x", "", "{input}", "hand", 1, "one, two", 0, "none", "")
-    with pytest.raises(gr.Error, match="must contain"):
-        prompt_lab.editor_template("x", "", "no slot", "none", 1, "", 0, "none", "")
 
 
 def test_sft_from_a_project_and_dpo_from_a_snapshot(ctx: StudioContext) -> None:
