@@ -150,6 +150,8 @@ class UserError(gr.Error):
     """
 
     def __init__(self, message: object, **kwargs) -> None:
+        # A refusal or a bad value is the user's, not a bug: no traceback in the server log.
+        kwargs.setdefault("print_exception", False)
         super().__init__(plain_text(message), **kwargs)
 
 

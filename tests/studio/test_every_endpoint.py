@@ -1,0 +1,105 @@
+"""Every event of the served studio, called by index with an annotator's login: refused unless allowed.
+
+The attacker's view: a logged-in annotator (or a script with their cookie) can call any event of
+the page over HTTP, whatever ``api_name`` says and whether or not the tab is shown. So each event
+is called here with the annotator's session and empty inputs, and must be
+
+- refused by the permission module (the message says "Not allowed" or "Only admins"), or
+- one that annotators may use (chat, ranking, the app's own page load), or
+- a page-load handler of a screen annotators do not get, which must hand them nothing.
+
+A new screen or event is checked automatically: it fails here until it asks the permission module.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.context import StudioContext
+from tests.studio.conftest import fill
+from tests.studio.live import LoginRefused, RawClient, error_of, serve
+
+REFUSED = ("Not allowed", "Only admins")
+# Events an annotator may use, by module (screen) or module:qualname; the permission table's
+# "rank" and "chat" rows.
+ANNOTATOR_SCREENS = ("studio.ranking", "studio.chat")
+ANNOTATOR_EVENTS = {"studio.app:build_app.<locals>.on_load"}
+# Events on those screens that only admins may use (they write into a project).
+ADMIN_EVENTS = {"studio.chat:build.<locals>.on_send"}
+
+
+def _identity(fn) -> tuple[str, str]:
+    inner = getattr(fn, "__wrapped__", fn)
+    return inner.__module__, inner.__qualname__
+
+
+def _is_empty_update(value) -> bool:
+    """None, or an update that changes nothing ({"__type__": "update"}, maybe with empty props)."""
+    if value is None:
+        return True
+    if not isinstance(value, dict) or value.get("__type__") != "update":
+        return False
+    return set(value) <= {"__type__", "props"} and _is_empty_update(value.get("props"))
+
+
+@pytest.fixture
+def served(ctx: StudioContext):
+    fill(ctx, "team", k=2, prompts=2)
+    with serve(ctx) as served:
+        yield served
+
+
+def test_an_annotator_is_refused_by_every_event_they_may_not_use(ctx: StudioContext, served) -> None:
+    client = RawClient(served.url, "ana", "ana-password")
+    config = client.config()
+    # What a browser would send: each input component's current (default) value.
+    defaults = {c["id"]: (c.get("props") or {}).get("value") for c in config["components"]}
+    checked, refused, allowed, silent = 0, [], [], []
+    problems = []
+    for dep in config["dependencies"]:
+        if not dep.get("backend_fn"):
+            continue
+        index = dep["id"]
+        fn = served.blocks.fns[index].fn
+        module, qualname = _identity(fn)
+        name = f"{module}:{qualname}"
+        triggers = {t[1] for t in dep.get("targets", [])}
+        result = client.call(index, [defaults.get(i) for i in dep["inputs"]])
+        error = error_of(result)
+        checked += 1
+        if (module in ANNOTATOR_SCREENS or name in ANNOTATOR_EVENTS) and name not in ADMIN_EVENTS:
+            if any(r in error for r in REFUSED):
+                problems.append(f"{name} refuses annotators, who may use it: {error}")
+            allowed.append(name)
+        elif any(r in error for r in REFUSED):
+            refused.append(name)
+        elif "load" in triggers and not error:
+            data = (result.get("output") or {}).get("data") or []
+            if not all(_is_empty_update(v) for v in data):
+                problems.append(f"{name} (page load) hands an annotator data: {str(data)[:200]}")
+            silent.append(name)
+        else:
+            problems.append(f"{name} ({', '.join(sorted(triggers))}) is not refused for an annotator: {error or 'it ran'}")
+    client.close()
+    assert not problems, "\n".join(problems)
+    # The screens for admins are all there and all refuse (a guard against calling nothing).
+    assert checked > 40 and len(refused) > 25
+    assert any(n.startswith("studio.admin:") for n in refused) and any(n.startswith("studio.prompt_lab:") for n in refused)
+
+
+def test_without_a_login_nothing_runs(served) -> None:
+    anonymous = RawClient(served.url)
+    config_status = anonymous.http.get("/config").status_code
+    result = anonymous.call(0, [])
+    anonymous.close()
+    assert config_status == 401 and result.get("status") == 401
+
+
+def test_wrong_password_and_deactivated_accounts_cannot_log_in(ctx: StudioContext, served) -> None:
+    with pytest.raises(LoginRefused):
+        RawClient(served.url, "ana", "not-her-password")
+    from annotations.accounts import set_active
+
+    set_active(ctx.store, "ana", False)
+    with pytest.raises(LoginRefused):
+        RawClient(served.url, "ana", "ana-password")
