@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from annotations.accounts import add_annotator
 from studio.context import StudioContext
 from studio.login_guard import ADDRESS_FREE_FAILURES, FREE_FAILURES, LoginGuard, backoff
@@ -125,3 +127,41 @@ def test_the_auth_function_checks_off_the_event_loop(ctx: StudioContext, monkeyp
 def test_new_accounts_can_log_in_at_once(ctx: StudioContext) -> None:
     add_annotator(ctx.store, "newcomer", "newcomer-pass")
     assert ctx.logins.attempt("newcomer", "newcomer-pass", "127.0.0.1").ok
+
+
+# -- through a served studio ------------------------------------------------------------------------
+def test_served_lockout_and_sessions_ended_by_reset_and_deactivation(ctx: StudioContext) -> None:
+    from studio import admin
+    from tests.studio.conftest import as_user, fill
+    from tests.studio.live import LoginRefused, RawClient, serve
+
+    fill(ctx, "team", k=2, prompts=2)
+    with serve(ctx) as served:
+        ana = RawClient(served.url, "ana", "ana-password")
+        fns = served.blocks.fns
+        rank_load = next(d["id"] for d in ana.config()["dependencies"] if getattr(fns[d["id"]].fn, "__module__", "") == "studio.ranking")
+        assert "status" not in ana.call(rank_load, [None])  # logged in: the server answers
+
+        # Deactivation ends the session at its next request; so does a password reset.
+        admin.set_active(ctx, "ana", False, as_user("boss"))
+        assert ana.call(rank_load, [None]).get("status") == 401
+        admin.set_active(ctx, "ana", True, as_user("boss"))
+        ana = RawClient(served.url, "ana", "ana-password")
+        assert "status" not in ana.call(rank_load, [None])
+        admin.reset_password(ctx, "ana", "a-new-password", as_user("boss"))
+        assert ana.call(rank_load, [None]).get("status") == 401
+        with pytest.raises(LoginRefused):
+            RawClient(served.url, "ana", "ana-password")
+        RawClient(served.url, "ana", "a-new-password").close()
+
+        # Guessing: after a few wrong passwords even the right one is refused for a while.
+        for _ in range(FREE_FAILURES + 3):
+            with pytest.raises(LoginRefused):
+                RawClient(served.url, "boss", "guess-guess")
+        with pytest.raises(LoginRefused):
+            RawClient(served.url, "boss", "boss-password")
+        ctx.logins.flush()
+        [(failures,)] = ctx.store.query("SELECT count(*) FROM login_attempts WHERE name = 'boss' AND NOT ok")
+        assert failures == FREE_FAILURES and ctx.logins.locked_for("boss", "127.0.0.1") > 0
+        frame = admin.failed_logins_frame(ctx)
+        assert frame.iloc[0]["name"] == "boss" and frame.iloc[0]["address"] == "127.0.0.1"
