@@ -128,7 +128,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "login attempts (lockout with back-off) and background jobs with their outcome",
+        "login attempts (lockout with back-off), background jobs with their outcome, project members",
         (
             # Every login attempt, by account name and client address: the lockout survives a
             # restart, and the admin console can show who is being guessed at.
@@ -154,6 +154,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 pid INTEGER,
                 started TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
                 ended TIMESTAMPTZ
+            )""",
+            # Who may rank a project: none listed = every annotator (as before); admins always.
+            """CREATE TABLE project_members (
+                project_id BIGINT NOT NULL REFERENCES projects(id),
+                annotator_id BIGINT NOT NULL REFERENCES annotators(id),
+                PRIMARY KEY (project_id, annotator_id)
             )""",
         ),
     ),

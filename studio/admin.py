@@ -15,6 +15,7 @@ import pandas as pd
 from annotations import accounts
 from annotations.agreement import project_agreement
 from annotations.importers import import_file
+from annotations.membership import members, set_members
 from annotations.snapshot import create_snapshot, list_snapshots
 from annotations.store import StoreError
 from rlhf.generation import SamplingParams
@@ -47,6 +48,7 @@ def projects_frame(ctx: StudioContext) -> pd.DataFrame:
     )
     frame = pd.DataFrame(rows, columns=["project", "k", "min rankings", "mode", "prompts", "with k replies", "complete"])
     frame["complete %"] = (100 * frame["complete"] / frame["prompts"].where(frame["prompts"] > 0)).fillna(0).round(1)
+    frame["ranked by"] = [", ".join(members(ctx.store, p.id)) or "everyone" for p in ctx.store.projects()]
     return frame
 
 
@@ -58,6 +60,20 @@ def create_project(ctx: StudioContext, name: str, k: float, min_submitted: float
         raise _fail(exc) from exc
     mode = "pairwise" if int(k) == 2 else "ranking"
     return f"Created project **{html.escape(name.strip())}** ({mode}, k={int(k)}, {int(min_submitted)} ranking(s) per prompt)."
+
+
+def set_project_members(ctx: StudioContext, project: str | None, names: str, request: gr.Request | None) -> str:
+    """Who may rank a project (names separated by commas; empty: every annotator)."""
+    require(ctx.store, request, WRITE_CONTENT)
+    if not project:
+        raise UserError("Choose a project.")
+    try:
+        proj = ctx.store.project(project)
+        listed = set_members(ctx.store, proj.id, (names or "").replace("\n", ",").split(","))
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    who = ", ".join(listed) if listed else "every annotator"
+    return f"**{html.escape(proj.name)}** can now be ranked by {html.escape(who)} (and admins)."
 
 
 # -- import -------------------------------------------------------------------------------------------
@@ -313,6 +329,12 @@ def build(ctx: StudioContext) -> gr.Blocks:
                         new_min = gr.Number(value=1, precision=0, minimum=1, label="Rankings needed per prompt", elem_id="new-project-min")
                     new_guidelines = gr.Textbox(label="Guidelines (Markdown)", lines=8, elem_id="new-project-guidelines")
                 create_btn = gr.Button("Create project", variant="primary", elem_id="create-project")
+                with gr.Row():
+                    members_project = gr.Dropdown(choices=names(), allow_custom_value=True, label="Project", elem_id="members-project")
+                    members_box = gr.Textbox(
+                        label="Who may rank it (names, separated by commas; empty = every annotator)", elem_id="members-names", scale=2
+                    )
+                    members_btn = gr.Button("Save who may rank", elem_id="members-save", scale=0)
                 project_status = gr.Markdown(elem_id="project-status")
                 project_table = gr.Dataframe(label="Projects", interactive=False)
 
@@ -377,7 +399,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 snap_table = gr.Dataframe(label="Snapshots", interactive=False)
 
         # -- wiring ---------------------------------------------------------------------------------
-        project_pickers = [dash_project, import_project, gen_project, snap_project]
+        project_pickers = [dash_project, import_project, gen_project, snap_project, members_project]
 
         def lists_for(current: list) -> list:
             # Keep each picker's choice; fall back to the first project so that what the
@@ -393,9 +415,9 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 failed_logins_frame(ctx),
             ]
 
-        def refresh_lists(dash, imp, gen, snap, request: gr.Request):
+        def refresh_lists(dash, imp, gen, snap, memb, request: gr.Request):
             require(ctx.store, request, READ_RESULTS)
-            return lists_for([dash, imp, gen, snap])
+            return lists_for([dash, imp, gen, snap, memb])
 
         lists = [*project_pickers, project_table, people_table, snap_table, gen_models, failed_logins]
 
@@ -405,6 +427,21 @@ def build(ctx: StudioContext) -> gr.Blocks:
         create_btn.click(on_create, [new_name, new_k, new_min, new_guidelines], project_status, api_name="create_project").success(
             refresh_lists, project_pickers, lists, api_name=False
         )
+
+        def on_members(project, who, request: gr.Request):
+            return set_project_members(ctx, project, who, request)
+
+        def on_members_project(project, request: gr.Request):
+            require(ctx.store, request, READ_RESULTS)
+            try:
+                return ", ".join(members(ctx.store, ctx.store.project(project).id)) if project else ""
+            except StoreError:
+                return ""
+
+        members_btn.click(on_members, [members_project, members_box], project_status, api_name="set_project_members").success(
+            refresh_lists, project_pickers, lists, api_name=False
+        )
+        members_project.input(on_members_project, members_project, members_box, api_name=False)
 
         def on_import(project, file, shape, skip_bad, request: gr.Request):
             return import_upload(ctx, project, file, shape, skip_bad, request)

@@ -27,9 +27,10 @@ def test_annotators_are_refused_everywhere(ctx: StudioContext, tmp_path: Path) -
         lambda: admin.reset_password(ctx, "boss", "password-123", ANA),
         lambda: admin.dashboard(ctx, None, ANA),
         lambda: admin.make_snapshot(ctx, None, "all_pairs", "majority", False, False, ANA),
+        lambda: admin.set_project_members(ctx, "x", "ana", ANA),
     ]
     for call in calls:
-        with pytest.raises(gr.Error, match="Only admins"):
+        with pytest.raises(gr.Error, match="Not allowed"):
             call()
     assert [p.name for p in ctx.store.projects()] == []
 
@@ -90,3 +91,20 @@ def test_render_helpers() -> None:
     chart = bar_chart("T", [("<x>", 5, "five"), ("y", 10, "ten"), ("z", None, "n/a")])
     assert "&lt;x&gt;" in chart and "width:50.0%" in chart and "width:100.0%" in chart and "width:0.0%" in chart
     assert "nothing yet" in bar_chart("T", [])
+
+
+def test_project_members_decide_who_may_rank(ctx: StudioContext) -> None:
+    from annotations.accounts import add_annotator, get_annotator
+    from annotations.membership import may_rank
+
+    fill(ctx, "team-a", k=2, prompts=1)
+    add_annotator(ctx.store, "ben", "ben-password")
+    note = admin.set_project_members(ctx, "team-a", "ana", BOSS)
+    assert "ranked by ana (and admins)" in note
+    pid = ctx.store.project("team-a").id
+    assert may_rank(ctx.store, pid, get_annotator(ctx.store, "ana").id)
+    assert not may_rank(ctx.store, pid, get_annotator(ctx.store, "ben").id)
+    assert admin.projects_frame(ctx).iloc[0]["ranked by"] == "ana"
+    with pytest.raises(gr.Error, match="no annotator 'nobody'"):
+        admin.set_project_members(ctx, "team-a", "ana, nobody", BOSS)
+    assert "every annotator" in admin.set_project_members(ctx, "team-a", "", BOSS)
