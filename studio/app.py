@@ -19,6 +19,7 @@ from studio.auth import ensure_admin
 from studio.context import StudioContext
 from studio.login_guard import ClientAddressMiddleware
 from studio.permissions import current_user
+from studio.render import plain_text
 
 TITLE = "RLHF Studio"
 CSS = """
@@ -50,14 +51,17 @@ def theme() -> gr.themes.Base:
 def whoami(ctx: StudioContext, request: gr.Request | None) -> tuple[str, bool]:
     """(header text, is admin) for the logged-in user."""
     user = current_user(ctx.store, request)
-    return f"Logged in as **{user.name}** ({user.role}) · [Log out](/logout)", user.is_admin
+    text = f"Logged in as **{user.name}** ({user.role}) · [Log out](/logout)"
+    if user.is_admin:  # server paths are for admins only
+        text += f"<br>database `{plain_text(ctx.store.path)}`"
+    return text, user.is_admin
 
 
 def build_app(ctx: StudioContext) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
         with gr.Row():
             gr.Markdown(
-                f"# {TITLE}\nPrompt, instruction-tune and align your own model on your own machine · database `{ctx.store.path}`",
+                f"# {TITLE}\nPrompt, instruction-tune and align your own model on your own machine",
                 elem_id="studio-header",
             )
             user_md = gr.Markdown(elem_id="studio-user")
