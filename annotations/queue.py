@@ -1,4 +1,4 @@
-"""The ranking queue: which prompt an annotator sees next, drafts, submissions and skips.
+"""The ranking queue: which prompt an annotator sees next, drafts, submissions, skips and undo.
 
 Rules:
 - a prompt is offered when it has the project's k replies, still needs rankings (fewer than
@@ -7,10 +7,16 @@ Rules:
   nearest completion, then the oldest;
 - serving a prompt claims it with a draft for ``LEASE`` so that two annotators are not sent
   to the last open slot of the same prompt; an abandoned claim expires;
-- a submission is idempotent on its key: a double click stores one ranking.
+- a submission is idempotent on its key: a double click stores one ranking;
+- an annotator can take back their own last submission or skip in a project within
+  ``UNDO_WINDOW``: it becomes a draft again (ranks and rationale kept);
+- every read and write is scoped to one annotator: nobody sees or changes another's drafts.
+  The screens pass ``served_in=project_id``: then the prompt must belong to that project and
+  have been served to this annotator, whatever the browser claims.
 
     item = next_prompt(store, project_id, annotator_id)
-    submit_ranking(store, annotator_id, item.prompt.id, {r.id: rank for ...}, key="uuid")
+    submit_ranking(store, annotator_id, item.prompt.id, {r.id: rank for ...}, key="uuid", served_in=project_id)
+    undo_last(store, annotator_id, project_id)          # the last submission is a draft again
 """
 
 from __future__ import annotations
@@ -22,9 +28,17 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
+from annotations.limits import Limits
 from annotations.store import Project, Prompt, Reply, Store, StoreError, _prompt
 
 LEASE = timedelta(minutes=30)
+# Long enough to notice a slip of the finger, short enough that an admin's snapshot of the
+# last hour does not keep changing under them.
+UNDO_WINDOW = timedelta(minutes=5)
+
+
+class NotADraft(StoreError):
+    """A draft save for a prompt this annotator has already submitted or skipped."""
 
 
 @dataclass(frozen=True)
@@ -43,11 +57,36 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class Undone:
+    item: QueueItem  # the prompt taken back, with its ranks and rationale as a draft
+    was: str | None  # "submitted" or "skipped"; None when it had already been taken back
+
+
+@dataclass(frozen=True)
 class Progress:
-    done: int  # prompts this annotator has submitted or skipped in the project
-    left: int  # prompts the queue could still offer this annotator
+    ranked: int  # prompts this annotator has submitted a ranking for in the project
+    skipped: int  # prompts this annotator has skipped
+    left: int  # prompts the queue could still offer this annotator (their drafts included)
+    held: int  # prompts still open that other annotators' live claims keep from this one
     prompts: int  # prompts in the project
     complete: int  # prompts with min_submitted submitted rankings
+
+    @property
+    def done(self) -> int:
+        """Prompts this annotator has finished with (ranked or skipped)."""
+        return self.ranked + self.skipped
+
+
+@dataclass(frozen=True)
+class ProjectWork:
+    """One project as an annotator's home view shows it."""
+
+    project: Project
+    progress: Progress
+
+    @property
+    def has_work(self) -> bool:
+        return self.progress.left > 0
 
 
 def _now() -> datetime:
@@ -61,6 +100,13 @@ def _shown_replies(cur: duckdb.DuckDBPyConnection, prompt_id: int, k: int) -> li
         cur.execute("SELECT id, prompt_id, text, model, checkpoint, sampling FROM replies WHERE prompt_id = ?", [prompt_id]).fetchall()
     )
     return [Reply(*r[:5], json.loads(r[5]) if r[5] else None) for r in rows[:k]]
+
+
+def _project(cur: duckdb.DuckDBPyConnection, project_id: int) -> Project:
+    row = cur.execute("SELECT id, name, guidelines, k, min_submitted, mode FROM projects WHERE id = ?", [project_id]).fetchone()
+    if not row:
+        raise StoreError(f"no project with id {project_id}")
+    return Project(*row)
 
 
 def _project_of(cur: duckdb.DuckDBPyConnection, prompt_id: int) -> Project:
@@ -80,6 +126,34 @@ def _check_annotator(cur: duckdb.DuckDBPyConnection, annotator_id: int) -> None:
         raise StoreError(f"no annotator with id {annotator_id}")
     if not row[0]:
         raise StoreError("this account is deactivated; ask an admin")
+
+
+def _check_served(cur: duckdb.DuckDBPyConnection, annotator_id: int, prompt_id: int, project_id: int | None) -> Project:
+    """The prompt's project; with ``project_id``, the prompt must be in it and served to this annotator.
+
+    A prompt was served when the annotator holds a ranking row for it (the queue's claim, a draft,
+    or what they finished). One message for every refusal: it tells nothing about other people's prompts.
+    """
+    if project_id is not None:
+        served = cur.execute(
+            "SELECT 1 FROM rankings r JOIN prompts p ON p.id = r.prompt_id "
+            "WHERE r.prompt_id = ? AND r.annotator_id = ? AND p.project_id = ?",
+            [prompt_id, annotator_id, project_id],
+        ).fetchone()
+        if not served:
+            raise StoreError("this prompt was not given to you in this project; reload the page to get your next prompt")
+    return _project_of(cur, prompt_id)
+
+
+def _prompt_by_id(cur: duckdb.DuckDBPyConnection, prompt_id: int) -> Prompt:
+    row = cur.execute("SELECT id, project_id, text, messages, source, category, metadata FROM prompts WHERE id = ?", [prompt_id]).fetchone()
+    if not row:
+        raise StoreError(f"no prompt with id {prompt_id}")
+    return _prompt(row)
+
+
+def _check_text(what: str, text: str) -> None:
+    Limits.from_env().check("rationale", text, what)
 
 
 def validate_ranks(ranks: Mapping, replies: list[Reply], complete: bool = True, compact: bool = True) -> dict[int, int]:
@@ -113,15 +187,21 @@ def validate_ranks(ranks: Mapping, replies: list[Reply], complete: bool = True, 
     return {rid: levels[v] for rid, v in parsed.items()}
 
 
+def _item(cur: duckdb.DuckDBPyConnection, project: Project, prompt: Prompt, annotator_id: int) -> QueueItem:
+    """A prompt with its replies and this annotator's own draft (never anyone else's)."""
+    row = cur.execute(
+        "SELECT ranks, rationale FROM rankings WHERE prompt_id = ? AND annotator_id = ? AND status = 'draft'", [prompt.id, annotator_id]
+    ).fetchone()
+    ranks = {int(k): v for k, v in json.loads(row[0]).items()} if row and row[0] else {}
+    return QueueItem(project, prompt, _shown_replies(cur, prompt.id, project.k), ranks, (row[1] if row else "") or "")
+
+
 def next_prompt(store: Store, project_id: int, annotator_id: int, claim: bool = True) -> QueueItem | None:
     """The next prompt for this annotator in this project, or None when nothing is left."""
     cutoff = _now() - LEASE
     with store.transaction() as cur:
         _check_annotator(cur, annotator_id)
-        project = cur.execute("SELECT id, name, guidelines, k, min_submitted, mode FROM projects WHERE id = ?", [project_id]).fetchone()
-        if not project:
-            raise StoreError(f"no project with id {project_id}")
-        project = Project(*project)
+        project = _project(cur, project_id)
         row = cur.execute(
             """
             WITH eligible AS (
@@ -158,19 +238,34 @@ def next_prompt(store: Store, project_id: int, annotator_id: int, claim: bool = 
         return QueueItem(project, prompt, _shown_replies(cur, prompt.id, project.k), ranks, rationale or "")
 
 
-def save_draft(store: Store, annotator_id: int, prompt_id: int, ranks: Mapping, rationale: str = "") -> None:
-    """Keep a half-finished ranking (partial ranks allowed) so a reload restores it."""
+def served_prompt(store: Store, annotator_id: int, project_id: int, prompt_id: int) -> QueueItem:
+    """A prompt the queue gave this annotator in this project, with their own draft; StoreError otherwise.
+
+    The screens keep (project, prompt) in per-page state that a client can tamper with; this
+    re-derives the replies from the store instead of trusting the ids the page sends back.
+    """
     with store.transaction() as cur:
         _check_annotator(cur, annotator_id)
-        project = _project_of(cur, prompt_id)
+        project = _check_served(cur, annotator_id, prompt_id, project_id)
+        prompt = _prompt_by_id(cur, prompt_id)
+        return _item(cur, project, prompt, annotator_id)
+
+
+def save_draft(store: Store, annotator_id: int, prompt_id: int, ranks: Mapping, rationale: str = "", served_in: int | None = None) -> None:
+    """Keep a half-finished ranking (partial ranks allowed) so a reload restores it."""
+    _check_text("rationale", rationale or "")
+    with store.transaction() as cur:
+        _check_annotator(cur, annotator_id)
+        project = _check_served(cur, annotator_id, prompt_id, served_in)
         clean = validate_ranks(ranks, _shown_replies(cur, prompt_id, project.k), complete=False, compact=False) if ranks else {}
         row = cur.execute("SELECT id, status FROM rankings WHERE prompt_id = ? AND annotator_id = ?", [prompt_id, annotator_id]).fetchone()
         if row and row[1] != "draft":
-            raise StoreError(f"this prompt is already {row[1]}; the draft was not saved")
+            raise NotADraft(f"this prompt is already {row[1]}; the draft was not saved")
         payload = json.dumps({str(k): v for k, v in clean.items()})
         if row:
             cur.execute(
-                "UPDATE rankings SET ranks = ?, rationale = ?, updated = current_timestamp WHERE id = ?", [payload, rationale, row[0]]
+                "UPDATE rankings SET ranks = ?, rationale = ?, updated = current_timestamp WHERE id = ? AND annotator_id = ?",
+                [payload, rationale, row[0], annotator_id],
             )
         else:
             cur.execute(
@@ -209,8 +304,8 @@ def _finish(
     if row:
         sets = ", ".join(f"{c} = ?" for c in columns)
         cur.execute(
-            f"UPDATE rankings SET {sets}, updated = current_timestamp, submitted = current_timestamp WHERE id = ?",
-            [*columns.values(), row[0]],
+            f"UPDATE rankings SET {sets}, updated = current_timestamp, submitted = current_timestamp WHERE id = ? AND annotator_id = ?",
+            [*columns.values(), row[0], annotator_id],
         )
         return Submission(row[0], duplicate=False)
     names = ", ".join(columns)
@@ -231,57 +326,125 @@ def submit_ranking(
     key: str | None = None,
     seconds_spent: float | None = None,
     both_bad: bool = False,
+    served_in: int | None = None,
 ) -> Submission:
-    """Store a complete ranking (ties allowed). Invalid or repeated input changes nothing."""
+    """Store a complete ranking (ties allowed). Invalid or repeated input changes nothing.
+
+    With ``served_in``, the prompt must belong to that project and have been served to this
+    annotator (the screens always pass it).
+    """
+    _check_text("rationale", rationale or "")
     with store.transaction() as cur:
         existing = _existing_by_key(cur, key, annotator_id, prompt_id)
         if existing:
             return existing
         _check_annotator(cur, annotator_id)
-        project = _project_of(cur, prompt_id)
+        project = _check_served(cur, annotator_id, prompt_id, served_in)
         replies = _shown_replies(cur, prompt_id, project.k)
         if len(replies) < project.k:
             raise StoreError(f"this prompt has {len(replies)} of its {project.k} replies; it cannot be ranked yet")
         clean = validate_ranks(ranks, replies)
         payload = json.dumps({str(k): v for k, v in clean.items()})
-        values = {"ranks": payload, "rationale": rationale.strip(), "seconds_spent": seconds_spent, "both_bad": both_bad}
+        values = {"ranks": payload, "rationale": (rationale or "").strip(), "seconds_spent": seconds_spent, "both_bad": both_bad}
         return _finish(cur, annotator_id, prompt_id, "submitted", key, values)
 
 
-def skip_prompt(store: Store, annotator_id: int, prompt_id: int, reason: str, key: str | None = None) -> Submission:
+def skip_prompt(
+    store: Store, annotator_id: int, prompt_id: int, reason: str, key: str | None = None, served_in: int | None = None
+) -> Submission:
     """Skip a prompt with a reason; it is not offered to this annotator again."""
     if not reason or not reason.strip():
         raise StoreError("say why you skip this prompt (for example: replies unreadable, prompt unclear)")
+    _check_text("skip reason", reason)
     with store.transaction() as cur:
         existing = _existing_by_key(cur, key, annotator_id, prompt_id)
         if existing:
             return existing
         _check_annotator(cur, annotator_id)
-        _project_of(cur, prompt_id)
+        _check_served(cur, annotator_id, prompt_id, served_in)
         return _finish(cur, annotator_id, prompt_id, "skipped", key, {"skip_reason": reason.strip()})
 
 
+def undo_last(store: Store, annotator_id: int, project_id: int, window: timedelta = UNDO_WINDOW) -> Undone:
+    """Take back this annotator's last submission or skip in a project: it becomes their draft again.
+
+    Ranks and rationale are kept, so they can change one thing and submit again. Refused after
+    ``window`` (the ranking may already be in a snapshot) and when there is nothing of theirs to
+    take back. One level only: while a taken-back draft is open, undoing again returns that same
+    draft and changes nothing, so a double click never reaches the submission before it.
+    A taken-back draft is a draft that keeps its ``submitted`` time.
+    """
+    with store.transaction() as cur:
+        _check_annotator(cur, annotator_id)
+        project = _project(cur, project_id)
+        mine = """SELECT r.id, r.prompt_id, r.status, r.submitted FROM rankings r JOIN prompts p ON p.id = r.prompt_id
+                  WHERE r.annotator_id = ? AND p.project_id = ? AND {} ORDER BY r.submitted DESC, r.id DESC LIMIT 1"""
+        again = cur.execute(mine.format("r.status = 'draft' AND r.submitted IS NOT NULL"), [annotator_id, project_id]).fetchone()
+        last = again or cur.execute(mine.format("r.status <> 'draft'"), [annotator_id, project_id]).fetchone()
+        if not last:
+            raise StoreError("you have nothing to undo in this project")
+        ranking_id, prompt_id, status, submitted = last
+        if not again:
+            age = _now() - submitted if submitted else window * 2
+            if age > window:
+                minutes = int(window.total_seconds() // 60)
+                raise StoreError(
+                    f"your last submission here was {int(age.total_seconds() // 60)} minutes ago; only the last {minutes} minutes "
+                    "can be undone (ask an admin if it must change)"
+                )
+            cur.execute(
+                "UPDATE rankings SET status = 'draft', idempotency_key = NULL, skip_reason = '', both_bad = false, "
+                "updated = current_timestamp WHERE id = ? AND annotator_id = ?",
+                [ranking_id, annotator_id],
+            )
+        prompt = _prompt_by_id(cur, prompt_id)
+        return Undone(_item(cur, project, prompt, annotator_id), None if again else status)
+
+
+_PROGRESS_SQL = """
+WITH scope AS (
+    SELECT id, k, min_submitted FROM projects WHERE $project IS NULL OR id = $project
+), counted AS (
+    SELECT p.id, p.project_id, s.min_submitted FROM prompts p JOIN scope s ON s.id = p.project_id
+), eligible AS (
+    SELECT c.id FROM counted c JOIN replies r ON r.prompt_id = c.id JOIN scope s ON s.id = c.project_id
+    GROUP BY c.id, s.k HAVING count(*) >= s.k
+), stats AS (
+    SELECT r.prompt_id,
+           count(*) FILTER (WHERE r.status = 'submitted') AS n_sub,
+           count(*) FILTER (WHERE r.status = 'draft' AND r.annotator_id <> $ann AND r.updated > $cutoff) AS n_claimed,
+           max(CASE WHEN r.annotator_id = $ann THEN r.status END) AS mine
+    FROM rankings r JOIN counted c ON c.id = r.prompt_id GROUP BY r.prompt_id
+), per_prompt AS (
+    SELECT c.id, c.project_id, c.min_submitted AS need, e.id IS NOT NULL AS ready,
+           coalesce(s.n_sub, 0) AS n_sub, coalesce(s.n_claimed, 0) AS n_claimed, s.mine
+    FROM counted c LEFT JOIN eligible e ON e.id = c.id LEFT JOIN stats s ON s.prompt_id = c.id
+)
+SELECT s.id,
+       count(pp.id) FILTER (WHERE pp.mine = 'submitted'),
+       count(pp.id) FILTER (WHERE pp.mine = 'skipped'),
+       count(pp.id) FILTER (WHERE pp.ready AND (pp.mine = 'draft' OR (pp.mine IS NULL AND pp.n_sub + pp.n_claimed < pp.need))),
+       count(pp.id) FILTER (WHERE pp.ready AND pp.mine IS NULL AND pp.n_sub < pp.need AND pp.n_sub + pp.n_claimed >= pp.need),
+       count(pp.id),
+       count(pp.id) FILTER (WHERE pp.n_sub >= pp.need)
+FROM scope s LEFT JOIN per_prompt pp ON pp.project_id = s.id
+GROUP BY s.id
+"""
+
+
+def _progress_rows(store: Store, annotator_id: int, project_id: int | None) -> dict[int, Progress]:
+    rows = store.query(_PROGRESS_SQL, {"project": project_id, "ann": annotator_id, "cutoff": _now() - LEASE})
+    return {row[0]: Progress(*map(int, row[1:])) for row in rows}
+
+
 def progress(store: Store, project_id: int, annotator_id: int) -> Progress:
-    """How far this annotator and the project are."""
-    project = store.project(project_id)
-    row = store.query(
-        """
-        WITH eligible AS (
-            SELECT p.id FROM prompts p JOIN replies r ON r.prompt_id = p.id
-            WHERE p.project_id = $project GROUP BY p.id HAVING count(*) >= $k
-        ), stats AS (
-            SELECT prompt_id, count(*) FILTER (WHERE status = 'submitted') AS n_sub,
-                   max(CASE WHEN annotator_id = $ann THEN status END) AS mine
-            FROM rankings GROUP BY prompt_id
-        )
-        SELECT
-            (SELECT count(*) FROM rankings r JOIN prompts p ON p.id = r.prompt_id
-             WHERE p.project_id = $project AND r.annotator_id = $ann AND r.status <> 'draft'),
-            (SELECT count(*) FROM eligible e LEFT JOIN stats s ON s.prompt_id = e.id
-             WHERE (s.mine IS NULL OR s.mine = 'draft') AND coalesce(s.n_sub, 0) < $min),
-            (SELECT count(*) FROM prompts WHERE project_id = $project),
-            (SELECT count(*) FROM prompts p JOIN stats s ON s.prompt_id = p.id WHERE p.project_id = $project AND s.n_sub >= $min)
-        """,
-        {"project": project_id, "k": project.k, "ann": annotator_id, "min": project.min_submitted},
-    )[0]
-    return Progress(*map(int, row))
+    """How far this annotator and the project are: the same rules as :func:`next_prompt`, without claiming."""
+    store.project(project_id)  # a clear error for an unknown project
+    return _progress_rows(store, annotator_id, project_id)[project_id]
+
+
+def overview(store: Store, annotator_id: int) -> list[ProjectWork]:
+    """Every project with this annotator's progress in it; projects with work for them first, then by name."""
+    stats = _progress_rows(store, annotator_id, None)
+    work = [ProjectWork(p, stats[p.id]) for p in store.projects() if p.id in stats]
+    return sorted(work, key=lambda w: (not w.has_work, w.project.name.lower()))
