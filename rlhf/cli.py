@@ -1,7 +1,10 @@
-"""The ``rlhf`` command line: models and generation (training commands join later).
+"""The ``rlhf`` command line: models, generation, training and evaluation.
 
 ``python -m rlhf --help`` and ``rlhf-studio --help`` show the same commands; ``rlhf-studio``
-adds the studio's own (``serve``, ``init``).
+adds the studio's own (``serve``, ``init``). Commands run under a 0077 umask: run folders,
+checkpoints and the model cache they write are readable by their owner only. ``train``
+checks the whole config (values, data files, models, ``register_as``) before it makes a run
+folder, and ``--resume`` trims events.jsonl back to the checkpoint it continues from.
 """
 
 from __future__ import annotations
@@ -149,21 +152,13 @@ def _run_under_accelerate(kind: str, run, num_processes: int) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlhf.config import ConfigError, config_to_dict, load_config, save_config
-    from rlhf.dpo import DPORunConfig, train_dpo
+    from rlhf.config import ConfigError, config_to_dict, save_config
     from rlhf.launch import is_main_process, under_launcher
-    from rlhf.ppo import PPORunConfig, train_ppo
-    from rlhf.reward import RewardRunConfig, train_reward
-    from rlhf.runs import RunDir, StopRequest, run_guard
-    from rlhf.sft import SFTRunConfig, train_sft
+    from rlhf.paths import open_private
+    from rlhf.preflight import check_run_config, load_run_config
+    from rlhf.runs import RunDir, StopRequest, checkpoint_step, run_guard
 
-    trainers = {
-        "reward": (RewardRunConfig, train_reward),
-        "ppo": (PPORunConfig, train_ppo),
-        "sft": (SFTRunConfig, train_sft),
-        "dpo": (DPORunConfig, train_dpo),
-    }
-    cfg_cls, train = trainers[args.kind]
+    train = _trainer(args.kind)
     try:
         if args.resume:
             run = RunDir(Path(args.resume))
@@ -173,17 +168,29 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise CliError(f"{run.path} is a {run.status().get('kind')} run, not a {args.kind} run")
             if run.is_alive() and run.status().get("pid") != os.getpid():
                 raise CliError(f"run {run.id} is still running (pid {run.status()['pid']}); cancel it first")
-            cfg = load_config(cfg_cls, run.config_path)
+            try:
+                cfg = load_run_config(args.kind, run.config_path)
+                if not under_launcher():  # the parent of an accelerate launch checked already
+                    check_run_config(args.kind, cfg)
+            except ConfigError as exc:
+                # A folder prepared by the studio: say why in its status, where the studio looks.
+                if run.status().get("state") != "finished":
+                    run.set_status(state="failed", error=str(exc), traceback=None)
+                raise
         else:
             if not args.config:
                 raise CliError("give --config FILE (or --resume RUN_FOLDER)")
-            cfg = load_config(cfg_cls, Path(args.config))
+            cfg = load_run_config(args.kind, Path(args.config))
+            check_run_config(args.kind, cfg)  # everything, before a run folder exists
             run = RunDir.create(Path(args.runs_dir), args.kind, config_to_dict(cfg))
             save_config(cfg, run.config_path)
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
     # A prepared run (state "created", e.g. made by the studio) starts fresh; a stopped one resumes.
     resume = bool(args.resume) and run.last_checkpoint() is not None
+    if resume and not under_launcher():
+        # Steps after the checkpoint are trained again: their old events go, or the plots zig-zag.
+        run.trim_events(checkpoint_step(run.last_checkpoint()))
     if cfg.launcher == "accelerate" and not under_launcher():
         print(f"run {run.id}: {run.path}", flush=True)
         return _run_under_accelerate(args.kind, run, cfg.num_processes)
@@ -191,7 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(cfg, run, StopRequest(), resume=resume)
         return 0
     print(f"run {run.id}: {run.path}" + (f" (resuming from {run.last_checkpoint().name})" if resume else ""), flush=True)
-    with run.log_path.open("a") as log:
+    with open_private(run.log_path, "a") as log:
         out, err = sys.stdout, sys.stderr
         if not _writes_to(out, run.log_path):
             sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
@@ -203,6 +210,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = run.status()["state"]
     print(f"run {run.id} {state}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return 0
+
+
+def _trainer(kind: str) -> Callable:
+    if kind == "reward":
+        from rlhf.reward import train_reward
+
+        return train_reward
+    if kind == "ppo":
+        from rlhf.ppo import train_ppo
+
+        return train_ppo
+    if kind == "sft":
+        from rlhf.sft import train_sft
+
+        return train_sft
+    from rlhf.dpo import train_dpo
+
+    return train_dpo
 
 
 def cmd_eval_reward(args: argparse.Namespace) -> int:
@@ -319,11 +344,16 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None, user_errors: tuple[type[Exception], ...] = ()) -> int:
     """Parse and dispatch; user errors print one clear line and exit 2."""
     args = parser.parse_args(argv)
+    # Everything a command writes (run folders, checkpoints, logs, the model cache) is the
+    # owner's alone; restored afterwards for callers that run commands in-process (tests).
+    previous = os.umask(0o077)
     try:
         return args.handler(args)
     except _user_errors() + user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        os.umask(previous)
 
 
 def main(argv: list[str] | None = None) -> int:

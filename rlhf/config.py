@@ -88,9 +88,14 @@ def load_config(cls: type[T], path: Path) -> T:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    if data is None or data == {}:
+        # An empty file would otherwise train on defaults with no data, and fail only later.
+        raise ConfigError(f"config file {path} is empty; write its settings as 'key: value' lines (recipes/ has one per kind)")
     return config_from_dict(cls, data)
 
 
@@ -110,10 +115,9 @@ def config_yaml(cfg: Any) -> str:
 
 
 def save_config(cfg: Any, path: Path) -> Path:
-    """Write :func:`config_yaml` atomically."""
+    """Write :func:`config_yaml` atomically, owner-only (configs name data files and models)."""
+    from rlhf.paths import private_dir, write_private
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(config_yaml(cfg))
-    tmp.replace(path)
-    return path
+    private_dir(path.parent)
+    return write_private(path, config_yaml(cfg))

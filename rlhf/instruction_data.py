@@ -15,6 +15,7 @@ the only part the loss counts. Errors name the line (or row) and the field.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,17 +83,20 @@ def example_from_record(record: dict, where: str) -> Example:
     )
 
 
-def read_records(path: Path) -> list[tuple[str, dict]]:
-    """(where, record) for every record of a JSONL / JSON / CSV / parquet file."""
+def read_records(path: Path, limit: int | None = None) -> list[tuple[str, dict]]:
+    """(where, record) for every record of a JSONL / JSON / CSV / parquet file (or the first ``limit``)."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         out = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append((f"{path}:{n}", json.loads(line)))
-                except ValueError as exc:
-                    raise InstructionFileError(f"{path}:{n}: not valid JSON ({exc.args[0]})") from exc
+        with path.open(encoding="utf-8") as handle:
+            for n, line in enumerate(handle, 1):
+                if limit is not None and len(out) >= limit:
+                    break
+                if line.strip():
+                    try:
+                        out.append((f"{path}:{n}", json.loads(line)))
+                    except ValueError as exc:
+                        raise InstructionFileError(f"{path}:{n}: not valid JSON ({exc.args[0]})") from exc
         return out
     if suffix == ".json":
         try:
@@ -101,24 +105,36 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
             raise InstructionFileError(f"{path}: not valid JSON ({exc.args[0]})") from exc
         if not isinstance(data, list):
             raise InstructionFileError(f"{path}: expected a JSON list of records")
-        return [(f"{path} record {n}", r) for n, r in enumerate(data, 1)]
+        return [(f"{path} record {n}", r) for n, r in enumerate(data[:limit], 1)]
     if suffix == ".csv":
         with path.open(newline="") as handle:
-            return [(f"{path} row {n}", dict(r)) for n, r in enumerate(csv.DictReader(handle), 2)]
+            return [(f"{path} row {n}", dict(r)) for n, r in enumerate(itertools.islice(csv.DictReader(handle), limit), 2)]
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(path).to_pylist()
+        if limit is None:
+            rows = pq.read_table(path).to_pylist()
+        else:
+            first = next(pq.ParquetFile(path).iter_batches(batch_size=limit), None)
+            rows = first.to_pylist() if first is not None else []
         return [(f"{path} row {n}", r) for n, r in enumerate(rows, 1)]
     raise InstructionFileError(f"{path}: unsupported file type {suffix or '(none)'}; use .jsonl, .json, .csv or .parquet")
 
 
-def read_examples(path: Path) -> list[Example]:
-    """Every example of the file, checked; InstructionFileError at the first bad record."""
+def read_examples(path: Path, limit: int | None = None) -> list[Example]:
+    """Every example of the file (or the first ``limit``), checked; InstructionFileError at the first bad record."""
     path = Path(path)
     if not path.is_file():
         raise InstructionFileError(f"instruction file {path} not found")
-    examples = [example_from_record(record, where) for where, record in read_records(path)]
+    try:
+        records = read_records(path, limit)
+    except InstructionFileError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InstructionFileError(f"{path} cannot be read: {exc}") from exc
+    except Exception as exc:  # pyarrow's errors for a file that is not parquet
+        raise InstructionFileError(f"{path}: not a readable {path.suffix} file ({exc})") from exc
+    examples = [example_from_record(record, where) for where, record in records]
     if not examples:
         raise InstructionFileError(f"{path} holds no examples")
     return examples

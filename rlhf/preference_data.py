@@ -76,8 +76,48 @@ def pair_from_record(record: dict, where: str) -> Pair:
     return Pair(prompt, chosen, rejected)
 
 
-def read_pairs(source: Path) -> list[Pair]:
-    """Every pair of a snapshot folder or a preference file, in order."""
+def _parquet_rows(source: Path, limit: int | None) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    if limit is None:
+        return pq.read_table(source).to_pylist()
+    first = next(pq.ParquetFile(source).iter_batches(batch_size=limit), None)
+    return first.to_pylist() if first is not None else []
+
+
+def _rows(source: Path, limit: int | None) -> list[tuple[str, dict]]:
+    """(where, record) of a pairs file, or of its first ``limit`` records."""
+    name = source.name.lower()
+    if name.endswith(".parquet"):
+        return [(f"{source.name} row {n}", r) for n, r in enumerate(_parquet_rows(source, limit), 1)]
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(source, "rt", encoding="utf-8") as handle:
+        if name.endswith((".json", ".json.gz")):
+            try:
+                data = json.loads(handle.read())
+            except ValueError as exc:
+                raise PairFileError(f"{source.name}: not valid JSON ({exc})") from exc
+            if not isinstance(data, list):
+                raise PairFileError(f"{source.name}: expected a JSON list of records")
+            return [(f"{source.name} record {n}", r) for n, r in enumerate(data[:limit], 1)]
+        rows = []
+        for n, line in enumerate(handle, 1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if line.strip():
+                try:
+                    rows.append((f"{source.name} line {n}", json.loads(line)))
+                except ValueError as exc:
+                    raise PairFileError(f"{source.name} line {n}: not valid JSON ({exc})") from exc
+        return rows
+
+
+def read_pairs(source: Path, limit: int | None = None) -> list[Pair]:
+    """Every pair of a snapshot folder or a preference file, in order (or the first ``limit``).
+
+    With a ``limit`` only the start of the file is read: a cheap check that it exists, can be
+    read and parses, before a run folder is made for it.
+    """
     source = Path(source)
     if source.is_dir():
         if not (source / "preference.parquet").is_file():
@@ -85,29 +125,14 @@ def read_pairs(source: Path) -> list[Pair]:
         source = source / "preference.parquet"
     if not source.is_file():
         raise PairFileError(f"{source} not found")
-    name = source.name.lower()
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        rows = [(f"{source.name} row {n}", r) for n, r in enumerate(pq.read_table(source).to_pylist(), 1)]
-    else:
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(source, "rt", encoding="utf-8") as handle:
-            text = handle.read()
-        if name.endswith((".json", ".json.gz")):
-            try:
-                data = json.loads(text)
-            except ValueError as exc:
-                raise PairFileError(f"{source.name}: not valid JSON ({exc})") from exc
-            rows = [(f"{source.name} record {n}", r) for n, r in enumerate(data, 1)]
-        else:
-            rows = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append((f"{source.name} line {n}", json.loads(line)))
-                    except ValueError as exc:
-                        raise PairFileError(f"{source.name} line {n}: not valid JSON ({exc})") from exc
+    try:
+        rows = _rows(source, limit)
+    except PairFileError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PairFileError(f"{source} cannot be read: {exc}") from exc
+    except Exception as exc:  # pyarrow's errors for a file that is not parquet
+        raise PairFileError(f"{source.name}: not a readable {source.suffix or 'pairs'} file ({exc})") from exc
     pairs = [pair_from_record(r, where) for where, r in rows]
     if not pairs:
         raise PairFileError(f"{source} holds no pairs")

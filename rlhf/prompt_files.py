@@ -8,6 +8,7 @@ prompt per line. Errors name the line (or row) and the field.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -40,22 +41,43 @@ def _prompt_of(record: dict, where: str) -> str | list[dict]:
     raise PromptFileError(f"{where}: no 'prompt', 'messages' or 'instruction' field (found: {', '.join(record) or 'nothing'})")
 
 
-def read_prompt_records(path: Path) -> list[tuple[dict, str | list[dict]]]:
-    """(original record, prompt) pairs from ``path``, in file order."""
+def read_prompt_records(path: Path, limit: int | None = None) -> list[tuple[dict, str | list[dict]]]:
+    """(original record, prompt) pairs from ``path``, in file order (or the first ``limit``)."""
     path = Path(path)
     if not path.is_file():
         raise PromptFileError(f"prompts file {path} not found")
+    try:
+        out = _records(path, limit)
+    except PromptFileError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptFileError(f"prompts file {path} cannot be read: {exc}") from exc
+    except Exception as exc:  # pyarrow's errors for a file that is not parquet
+        raise PromptFileError(f"{path}: not a readable {path.suffix} file ({exc})") from exc
+    if not out:
+        raise PromptFileError(f"{path} holds no prompts")
+    return out
+
+
+def _records(path: Path, limit: int | None) -> list[tuple[dict, str | list[dict]]]:
     suffix = path.suffix.lower()
     out: list[tuple[dict, str | list[dict]]] = []
-    if suffix == ".jsonl":
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise PromptFileError(f"{path}:{n}: not valid JSON ({exc.args[0]})") from exc
-            out.append((record, _prompt_of(record, f"{path}:{n}")))
+    if suffix in (".jsonl", ".txt", ""):
+        with path.open(encoding="utf-8") as handle:
+            for n, line in enumerate(handle, 1):
+                if limit is not None and len(out) >= limit:
+                    break
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                if suffix != ".jsonl":
+                    out.append(({"prompt": line}, line))
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise PromptFileError(f"{path}:{n}: not valid JSON ({exc.args[0]})") from exc
+                out.append((record, _prompt_of(record, f"{path}:{n}")))
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text())
@@ -63,20 +85,20 @@ def read_prompt_records(path: Path) -> list[tuple[dict, str | list[dict]]]:
             raise PromptFileError(f"{path}: not valid JSON ({exc.args[0]})") from exc
         if not isinstance(data, list):
             raise PromptFileError(f"{path}: expected a JSON list of records")
-        out = [(r, _prompt_of(r, f"{path}: record {n}")) for n, r in enumerate(data, 1)]
+        out = [(r, _prompt_of(r, f"{path}: record {n}")) for n, r in enumerate(data[:limit], 1)]
     elif suffix == ".csv":
         with path.open(newline="") as handle:
             # Line 1 is the header, so record n sits on line n + 1.
-            out = [(r, _prompt_of(r, f"{path}:{n}")) for n, r in enumerate(csv.DictReader(handle), 2)]
+            out = [(r, _prompt_of(r, f"{path}:{n}")) for n, r in enumerate(itertools.islice(csv.DictReader(handle), limit), 2)]
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(path).to_pylist()
+        if limit is None:
+            rows = pq.read_table(path).to_pylist()
+        else:
+            first = next(pq.ParquetFile(path).iter_batches(batch_size=limit), None)
+            rows = first.to_pylist() if first is not None else []
         out = [(r, _prompt_of(r, f"{path}: row {n}")) for n, r in enumerate(rows, 1)]
-    elif suffix in (".txt", ""):
-        out = [({"prompt": line}, line) for line in path.read_text().splitlines() if line.strip()]
     else:
         raise PromptFileError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, .parquet or .txt")
-    if not out:
-        raise PromptFileError(f"{path} holds no prompts")
     return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import importlib.metadata as md
 import json
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rlhf.gguf import convert_gguf, is_converted
-from rlhf.modelfiles import ModelError, inspect_folder
-from rlhf.paths import studio_home
+from rlhf.modelfiles import FolderInfo, ModelError, inspect_folder
+from rlhf.paths import open_private, private_dir, studio_home, write_private
 
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "minilm-l6"
@@ -90,8 +89,7 @@ class ModelRegistry:
     """Named models: the built-ins plus the entries in ``<home>/models.json``."""
 
     def __init__(self, home: Path | None = None) -> None:
-        self.home = Path(home) if home else studio_home()
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home = private_dir(Path(home)) if home else studio_home()
         self.file = self.home / "models.json"
 
     # -- built-ins ---------------------------------------------------------------------------
@@ -120,7 +118,7 @@ class ModelRegistry:
     # -- storage -----------------------------------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.home / "models.lock", "w") as lock:
+        with open_private(self.home / "models.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -137,9 +135,7 @@ class ModelRegistry:
             raise ModelError(f"the model registry {self.file} is corrupt ({exc}); fix or delete it and add the models again") from exc
 
     def _write_user(self, entries: list[ModelEntry]) -> None:
-        tmp = self.file.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"models": [asdict(e) for e in entries]}, indent=2))
-        tmp.replace(self.file)
+        write_private(self.file, json.dumps({"models": [asdict(e) for e in entries]}, indent=2))
 
     # -- queries -----------------------------------------------------------------------------
     def entries(self, kind: str | None = None) -> list[ModelEntry]:
@@ -196,7 +192,7 @@ class ModelRegistry:
                 return out
             except ModelError:
                 pass  # a damaged cache is rebuilt below
-        out.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(out.parent)
         with self._locked():
             if not is_converted(gguf, out) or not _valid(out):
                 convert_gguf(gguf, out)
@@ -214,9 +210,7 @@ class ModelRegistry:
         """Register a local Hugging Face folder (validated first; nothing changes on error)."""
         folder = Path(path).expanduser().resolve()
         info = inspect_folder(folder)
-        name = (name or folder.name).lower()
-        if not NAME_RE.match(name):
-            raise ModelError(f"model name {name!r} is not allowed: use lowercase letters, digits, '.', '_' and '-' (at most 80)")
+        name = self.check_name(name or folder.name, replace=replace)
         entry = ModelEntry(
             name=name,
             kind=info.kind,
@@ -228,14 +222,51 @@ class ModelRegistry:
             added=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         with self._locked():
-            entries = self._read_user()
-            if any(b.name == name for b in self._builtins()):
-                raise ModelError(f"{name!r} is a built-in model name; choose another with --name")
-            clash = [e for e in entries if e.name == name]
-            if clash and not replace:
-                raise ModelError(f"a model called {name!r} is already registered ({clash[0].path}); choose another name with --name")
-            entries = [e for e in entries if e.name != name] + [entry]
+            self.check_name(name, replace=replace)  # again under the lock: another process may have added it
+            entries = [e for e in self._read_user() if e.name != name] + [entry]
             self._write_user(entries)
+        return entry
+
+    def check_name(self, name: str, replace: bool | str = False) -> str:
+        """The registry name ``name`` would get (lowercased), or ModelError saying why it cannot.
+
+        ``replace``: False refuses any taken name; "runs" lets a training run replace an earlier
+        run's entry (re-training under the same name) but never a model added by hand; True
+        replaces anything. Run configs are checked with this before their run folder exists.
+        """
+        name = (name or "").strip().lower()
+        if not NAME_RE.match(name):
+            raise ModelError(f"model name {name!r} is not allowed: use lowercase letters, digits, '.', '_' and '-' (at most 80)")
+        if any(b.name == name for b in self._builtins()):
+            raise ModelError(f"{name!r} is a built-in model name; choose another")
+        clash = [e for e in self._read_user() if e.name == name]
+        if clash and replace is not True and not (replace == "runs" and clash[0].lineage.get("run")):
+            raise ModelError(f"a model called {name!r} is already registered ({clash[0].path}); choose another name")
+        return name
+
+    def available(self, name_or_path: str) -> ModelEntry | FolderInfo:
+        """Check that a model can be loaded without loading or converting it; ModelError if not.
+
+        A registered name gives its entry (built-ins: their package is installed; others: the
+        folder is complete); a local folder gives what :func:`inspect_folder` reads.
+        """
+        candidate = Path(name_or_path)
+        if candidate.is_dir() and not NAME_RE.match(name_or_path):
+            return inspect_folder(candidate)
+        entry = self.get(name_or_path)
+        if entry.builtin:
+            smollm2_gguf() if entry.name == DEFAULT_CHAT_MODEL else minilm_folder()
+            return entry
+        folder = Path(entry.path)
+        if not folder.is_dir():
+            raise ModelError(
+                f"model {entry.name!r} points at {folder}, which no longer exists; restore the folder "
+                f"or remove the entry with `rlhf-studio models remove {entry.name}`"
+            )
+        try:
+            inspect_folder(folder)
+        except ModelError as exc:
+            raise ModelError(f"model {entry.name!r} is unusable: {exc}") from exc
         return entry
 
     def remove(self, name: str) -> None:

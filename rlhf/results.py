@@ -46,7 +46,7 @@ def publish(run, registry, cfg, *, kind: str, base: str, method: str, data: str,
             name=cfg.register_as or run.id,
             source=f"{kind} run {run.id}",
             lineage={"run": run.id, **lineage},
-            replace=True,
+            replace="runs",  # an earlier run's model of this name, never one added by hand (checked before the run)
         )
         metrics["registered_as"] = entry.name
         run.write_metrics(metrics)

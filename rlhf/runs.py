@@ -10,10 +10,14 @@ A run folder holds:
     trainer/        the trainer's intermediate checkpoints (checkpoint-N), for --resume
     checkpoint/     the finished model
 
+The folder is owner-only (0700) and the files this module writes are 0600; the ``train``
+command sets a 0077 umask, so what the trainers save there is owner-only as well.
+
 States: created -> running -> finished | failed | cancelled. SIGTERM asks the trainer to stop
 at the next step boundary and save what it has (state ``cancelled``); a crash records the
 error and traceback (state ``failed``). Readers (the studio, polling) tolerate a half-written
-last event line; status and metrics are replaced atomically.
+last event line; status and metrics are replaced atomically. On ``--resume`` the events after
+the checkpoint are trimmed (:meth:`RunDir.trim_events`), so no step appears twice in the plots.
 
     run = RunDir.create(Path("runs"), "reward", config_dict)
     with run_guard(run) as stop:
@@ -38,6 +42,8 @@ from pathlib import Path
 
 import yaml
 
+from rlhf.paths import FOLDER_MODE, open_private, private_dir, write_private
+
 STATES = ("created", "running", "finished", "failed", "cancelled")
 
 
@@ -46,9 +52,13 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    write_private(path, json.dumps(data, indent=2, default=str))
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    """N of a ``checkpoint-N`` folder (the trainer's global step when it was saved)."""
+    head, _, tail = Path(folder).name.partition("-")
+    return int(tail) if head == "checkpoint" and tail.isdigit() else None
 
 
 class RunDir:
@@ -76,10 +86,11 @@ class RunDir:
         if not re.match(r"^[a-z][a-z0-9_-]*$", kind):
             raise ValueError(f"run kind {kind!r} must be lowercase letters, digits, '-' or '_'")
         run_id = run_id or f"{kind}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-        path = Path(root) / run_id
-        path.mkdir(parents=True, exist_ok=False)
+        path = private_dir(Path(root)) / run_id
+        path.mkdir(mode=FOLDER_MODE)  # owner-only: configs, logs and checkpoints are nobody else's
+        os.chmod(path, FOLDER_MODE)
         run = cls(path)
-        run.config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        write_private(run.config_path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         _write_json(run.status_path, {"id": run_id, "kind": kind, "state": "created", "created": _now()})
         return run
 
@@ -97,7 +108,7 @@ class RunDir:
 
     def append_event(self, event: dict) -> None:
         line = json.dumps({"time": time.time(), **event}, default=float)
-        with self.events_path.open("a") as handle:
+        with open_private(self.events_path, "a") as handle:
             handle.write(line + "\n")
             handle.flush()
 
@@ -112,6 +123,30 @@ class RunDir:
             except ValueError:
                 continue
         return out
+
+    def trim_events(self, step: int) -> int:
+        """Keep the events up to and including ``step`` (a resumed run logs the later ones again).
+
+        The final event of an earlier stop goes too: the resumed run writes its own. The file is
+        replaced atomically, so a studio polling it never sees it half-trimmed. Returns how many
+        events were dropped.
+        """
+        if not self.events_path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.events_path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                dropped += bool(line.strip())  # a line cut off when the process was killed
+                continue
+            late = isinstance(event.get("step"), int | float) and event["step"] > step
+            if late or event.get("final"):
+                dropped += 1
+                continue
+            kept.append(line + "\n")
+        write_private(self.events_path, "".join(kept))
+        return dropped
 
     def last_event(self) -> dict | None:
         """The newest complete event, read from the end of the file (cheap for long runs)."""
@@ -147,7 +182,7 @@ class RunDir:
 
     def last_checkpoint(self) -> Path | None:
         """The newest intermediate trainer checkpoint (trainer/checkpoint-N), for --resume."""
-        found = [(int(p.name.split("-")[1]), p) for p in self.trainer_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+        found = [(checkpoint_step(p), p) for p in self.trainer_dir.glob("checkpoint-*") if checkpoint_step(p) is not None]
         return max(found)[1] if found else None
 
     def is_alive(self) -> bool:

@@ -5,7 +5,8 @@ The studio writes ``<runs>/<id>/config.yaml`` from a typed config, then starts
 ``run.log``. The subprocess never opens the database (snapshots are files), so the studio
 stays the store's single writer. Everything the screens show is read back from the run folder,
 so a restarted studio finds the runs still going. Cancel sends SIGTERM: the trainer stops at
-the next step boundary and saves what it has.
+the next step boundary and saves what it has. A config is checked completely
+(:func:`rlhf.preflight.check_run_config`) before its run folder is made; the folder is owner-only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 
 from rlhf.config import config_to_dict, save_config
 from rlhf.launch import train_command
+from rlhf.paths import open_private, private_dir
+from rlhf.preflight import check_run_config
+from rlhf.registry import ModelRegistry
 from rlhf.runs import RunDir, list_runs
 
 
@@ -41,12 +45,17 @@ class RunLauncher:
         self._children: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
-    def start(self, kind: str, cfg: Any) -> RunDir:
-        """Make the run folder from ``cfg`` and start training it in a subprocess."""
-        self.root.mkdir(parents=True, exist_ok=True)
+    def start(self, kind: str, cfg: Any, registry: ModelRegistry | None = None) -> RunDir:
+        """Check ``cfg`` completely, then make its run folder and start training it in a subprocess.
+
+        A config that cannot run (unreadable data, unknown models, a ``register_as`` the registry
+        would refuse) raises ConfigError and leaves no run folder behind.
+        """
+        check_run_config(kind, cfg, registry or ModelRegistry(self.env.get("STUDIO_HOME") or None))
+        private_dir(self.root)
         run = RunDir.create(self.root, kind, config_to_dict(cfg))
         save_config(cfg, run.config_path)
-        with run.log_path.open("a") as log:
+        with open_private(run.log_path, "a") as log:
             child = subprocess.Popen(
                 train_command(kind, run.path.resolve()),
                 stdout=log,

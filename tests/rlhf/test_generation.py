@@ -147,3 +147,87 @@ def test_device_selection() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             pick_device("cuda")
+
+
+# -- the model's context is never exceeded ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def short_context() -> GenerationEngine:
+    """A tiny GPT-2 with 64 positions: learned position embeddings fail outright past the context."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests.tiny import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    tokenizer.padding_side = "left"
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        initializer_range=0.3,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return GenerationEngine(GPT2LMHeadModel(config).eval(), tokenizer, batch_size=8)
+
+
+LONG = "The capital of France is Paris. " * 40 + "What is the capital of Italy?"
+
+
+def test_a_long_prompt_keeps_its_end_and_says_how_much_was_cut(short_context: GenerationEngine) -> None:
+    engine = short_context
+    params = SamplingParams(temperature=0, max_new_tokens=8)
+    [full] = engine._token_ids([engine.format(LONG)])
+    assert len(full) > 64
+    with pytest.raises((IndexError, RuntimeError)):  # what the engine used to do: feed it all
+        engine.model.generate(**engine._pad([full]), generation_config=engine._generation_config(params))
+    [gen] = engine.generate([LONG], params)
+    assert engine.context == 64 and gen.prompt_tokens == 64 - 8 and gen.truncated_tokens == len(full) - 56
+    assert gen.prompt_tokens + gen.new_tokens <= 64
+    assert engine.prompt_cut(LONG, params) == gen.truncated_tokens and engine.prompt_cut("hi", params) == 0
+    # The model saw the end of the prompt, which holds the question.
+    tail = full[-56:]
+    assert engine.tokenizer.decode(tail).endswith("What is the capital of Italy?<|im_end|>\n<|im_start|>assistant\n")
+    with torch.no_grad():
+        out = engine.model.generate(**engine._pad([tail]), generation_config=engine._generation_config(params))
+    assert engine._decode(out[0, 56:].tolist(), 56).text == gen.text
+    # Short prompts in the same call are untouched.
+    short = engine.generate(["hi", LONG], params)
+    assert short[0].truncated_tokens == 0 and short[1].truncated_tokens == gen.truncated_tokens
+
+
+def test_streaming_and_rollouts_fit_the_context_too(short_context: GenerationEngine) -> None:
+    engine = short_context
+    params = SamplingParams(temperature=0, max_new_tokens=200)  # more than the whole context
+    info: dict = {}
+    pieces = list(engine.stream(LONG, params, info=info))
+    assert info["truncated_tokens"] > 0 and info["prompt_tokens"] == 32  # half the context stays the prompt's
+    [gen] = engine.generate([LONG], params)
+    assert gen.prompt_tokens == 32 and gen.prompt_tokens + gen.new_tokens <= 64
+    assert (pieces[-1] if pieces else "") == gen.text
+    [rollout] = engine.rollout([LONG], SamplingParams(temperature=1.0, max_new_tokens=8, seed=0))
+    assert len(rollout.prompt_ids) == 56 and rollout.truncated_tokens > 0
+
+
+def test_batches_are_bounded_in_tokens(tiny_lm) -> None:
+    model, tokenizer = tiny_lm
+    engine = GenerationEngine(model, tokenizer, batch_size=8, max_batch_tokens=600)
+    shapes = []
+    original = model.generate
+
+    def recording(**kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return original(**kwargs)
+
+    model.generate = recording
+    try:
+        huge = "Waves fold into foam. " * 40  # ~ 370 tokens (the context is 512): alone in its batch
+        results = engine.generate([huge, *PROMPTS], SamplingParams(temperature=0, max_new_tokens=4))
+    finally:
+        del model.generate
+    assert len(results) == 6 and all(r.truncated_tokens == 0 for r in results)
+    assert shapes[0][0] == 1 and shapes[0][1] > 300  # the long prompt was not padded into the short ones' rows
+    assert all(rows * (width + 4) <= 600 for rows, width in shapes[1:]) and sum(r for r, _ in shapes) == 6

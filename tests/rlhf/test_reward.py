@@ -168,18 +168,29 @@ def test_train_and_eval_commands(tmp_path: Path, studio_home: Path, tiny_encoder
     assert "pairs 96  accuracy" in capsys.readouterr().out
 
 
-def test_train_command_errors(tmp_path: Path, studio_home: Path, capsys) -> None:
-    config = tmp_path / "run.yaml"
+def test_train_command_errors(tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, capsys) -> None:
+    config, runs = tmp_path / "run.yaml", tmp_path / "runs"
+
+    def train() -> int:
+        return main(["train", "reward", "--config", str(config), "--runs-dir", str(runs)])
+
     config.write_text("data: nowhere.jsonl\nepochs: two\n")
-    assert main(["train", "reward", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert train() == 2
     assert "epochs: expected a number" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()  # a bad config makes no run folder
     config.write_text(f"data: {tmp_path / 'nowhere.jsonl'}\n")
-    assert main(["train", "reward", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert train() == 2
     assert "nowhere.jsonl not found" in capsys.readouterr().err
-    [run_path] = (tmp_path / "runs").iterdir()
+    assert not runs.exists()  # a config that cannot run makes no run folder
+    # A bad record past the ones checked up front is found by the training itself: recorded with its traceback.
+    ModelRegistry().add(tiny_encoder_dir, name="tiny-enc")
+    pairs = tmp_path / "late.jsonl"
+    pairs.write_text("\n".join(json.dumps(r) for r in separable_pairs(40)) + '\n{"prompt": "p", "chosen": "a"}\n')
+    config.write_text(f"data: {pairs}\nbase_model: tiny-enc\n")
+    assert train() == 2
+    assert "late.jsonl line 41: needs 'chosen' and 'rejected'" in capsys.readouterr().err
+    [run_path] = runs.iterdir()
     status = json.loads((run_path / "status.json").read_text())
-    assert status["state"] == "failed" and "not found" in status["error"] and "Traceback" in status["traceback"]
+    assert status["state"] == "failed" and "line 41" in status["error"] and "Traceback" in status["traceback"]
 
 
 def _prepared_run(tmp_path: Path, pairs_file: Path, **extra) -> RunDir:
