@@ -41,6 +41,20 @@ CSS = """
 .line-chart { padding: 6px 2px; }
 .run-plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 4px 16px; }
 .chart-legend { font-size: 0.85em; margin-top: 2px; }
+.md-text { unicode-bidi: isolate; overflow-wrap: anywhere; }
+.md-text h1 { font-size: 1.4em; } .md-text h2 { font-size: 1.25em; } .md-text h3 { font-size: 1.1em; }
+.md-text h1, .md-text h2, .md-text h3, .md-text h4, .md-text h5, .md-text h6 { margin: 0.6em 0 0.3em; }
+.md-text code { font-family: var(--font-mono); font-size: 0.9em; background: var(--background-fill-secondary); }
+.md-text code { padding: 0 0.25em; border-radius: 4px; }
+.md-text pre { background: var(--background-fill-secondary); border: 1px solid var(--border-color-primary); border-radius: 6px; }
+.md-text pre { padding: 8px 10px; overflow-x: auto; margin: 0 0 0.6em; }
+.md-text pre code { background: none; padding: 0; white-space: pre; }
+.md-text blockquote { margin: 0.4em 0 !important; color: var(--body-text-color-subdued); }
+.md-text hr { margin: 1em 0; }
+.md-text th, .md-text td { border: 1px solid var(--border-color-primary); }
+.md-turn + .md-turn { margin-top: 0.7em; }
+.md-role { font-size: 0.8em; font-weight: 600; text-transform: uppercase; letter-spacing: 0.04em; color: var(--body-text-color-subdued); }
+.md-turn > .md-text { border-left: 3px solid var(--border-color-primary); padding-left: 0.7em; }
 """
 
 
