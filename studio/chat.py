@@ -17,7 +17,7 @@ from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from studio.context import StudioContext
 from studio.permissions import CHAT, WRITE_CONTENT, allowed, require
-from studio.render import UserError
+from studio.render import UserError, markdown_html
 
 History = list[dict]
 # Empty: the model's chat template supplies its own default system prompt.
@@ -77,6 +77,17 @@ def stream_reply(
         reply["content"] = text
         yield shown
     yield shown
+
+
+def chat_display(history: History | None) -> History:
+    """The conversation as the Chatbot shows it: each turn's text rendered to safe HTML.
+
+    The Chatbot renders Markdown in the browser and its sanitiser keeps <img> and <a>, so a
+    reply (or a pasted message) could load a beacon or show a phishing link. It gets this
+    server-rendered copy instead (with render_markdown off, so the browser adds nothing), while
+    the raw history, the text the model reads, lives in a gr.State on the server.
+    """
+    return [{"role": m["role"], "content": markdown_html(text_content(m["content"]))} for m in history or []]
 
 
 def drop_last_reply(history: History | None) -> History:
@@ -155,13 +166,23 @@ def build(ctx: StudioContext) -> gr.Blocks:
     with gr.Blocks(title="Chat") as screen:
         with gr.Row():
             with gr.Column(scale=3):
+                # Display only: it shows chat_display(history), HTML rendered and sanitised on the
+                # server, as is (no Markdown or LaTeX pass in the browser; Gradio's own sanitiser
+                # stays on as a second net). No copy button: it would copy that HTML.
                 chatbot = gr.Chatbot(
                     label="Conversation",
                     height=480,
                     placeholder="Ask the model anything. Replies stream as they are written.",
-                    buttons=["copy"],
+                    buttons=[],
                     feedback_options=None,
+                    render_markdown=False,
+                    sanitize_html=True,
+                    latex_delimiters=[],
+                    allow_tags=False,
+                    elem_classes="rendered",
                 )
+                # The conversation as the model sees it (raw text), kept on the server.
+                history_state = gr.State([])
                 message = gr.Textbox(
                     placeholder="Message (Enter to send, Shift+Enter for a new line)",
                     show_label=False,
@@ -201,15 +222,19 @@ def build(ctx: StudioContext) -> gr.Blocks:
         settings = [model, system, temperature, top_p, max_new, seed]
 
         def respond(history, name, system_, temp, top, max_tokens, seed_, request: gr.Request):
-            yield from stream_reply(ctx, history, name, system_, temp, top, max_tokens, seed_, request)
+            before = chat_display(history)  # rendered once; each frame renders only the new reply
+            for frame in stream_reply(ctx, history, name, system_, temp, top, max_tokens, seed_, request):
+                yield frame, before + chat_display(frame[len(history) :])
 
         def on_message(text, history, request: gr.Request):
             require(ctx.store, request, CHAT)
-            return add_user_message(text, history)
+            box, history = add_user_message(text, history)
+            return box, history, chat_display(history)
 
         def on_regenerate(history, request: gr.Request):
             require(ctx.store, request, CHAT)
-            return drop_last_reply(history)
+            history = drop_last_reply(history)
+            return history, chat_display(history)
 
         def on_model(name, request: gr.Request):
             require(ctx.store, request, CHAT)
@@ -219,23 +244,29 @@ def build(ctx: StudioContext) -> gr.Blocks:
             require(ctx.store, request, CHAT)
             return gr.update(choices=model_choices(ctx))
 
-        submitted = message.submit(on_message, [message, chatbot], [message, chatbot], queue=False, api_name=False).then(
-            respond, [chatbot, *settings], chatbot, api_name="chat_reply"
+        shown = [history_state, chatbot]
+        submitted = message.submit(on_message, [message, history_state], [message, *shown], queue=False, api_name=False).then(
+            respond, [history_state, *settings], shown, api_name="chat_reply"
         )
-        clicked = send.click(on_message, [message, chatbot], [message, chatbot], queue=False, api_name=False).then(
-            respond, [chatbot, *settings], chatbot, api_name=False
+        clicked = send.click(on_message, [message, history_state], [message, *shown], queue=False, api_name=False).then(
+            respond, [history_state, *settings], shown, api_name=False
         )
-        redo = regenerate.click(on_regenerate, chatbot, chatbot, queue=False, api_name=False).then(
-            respond, [chatbot, *settings], chatbot, api_name=False
+        redo = regenerate.click(on_regenerate, history_state, shown, queue=False, api_name=False).then(
+            respond, [history_state, *settings], shown, api_name=False
         )
         stop.click(None, cancels=[submitted, clicked, redo])
-        clear.click(None, None, chatbot, js="() => []")
+
+        def on_clear(request: gr.Request):
+            require(ctx.store, request, CHAT)
+            return [], []
+
+        clear.click(on_clear, None, shown, queue=False, api_name=False)
         model.change(on_model, model, info, queue=False, api_name=False)
 
         def on_send(history, project, name, temp, top, max_tokens, request: gr.Request):
             return send_to_queue(ctx, history, project, name, temp, top, max_tokens, request)
 
-        queue_btn.click(on_send, [chatbot, queue_project, model, temperature, top_p, max_new], queue_status, api_name="send_to_queue")
+        queue_btn.click(on_send, [history_state, queue_project, model, temperature, top_p, max_new], queue_status, api_name="send_to_queue")
 
         def refresh(request: gr.Request):
             user = require(ctx.store, request, CHAT)

@@ -27,7 +27,7 @@ from rlhf.prompting import COT_MODES, DEMO_MODES, PromptTemplate, TemplateError,
 from rlhf.registry import DEFAULT_CHAT_MODEL, DEFAULT_ENCODER
 from studio.context import StudioContext
 from studio.permissions import NAME_PATHS, READ_RESULTS, TRAIN, WRITE_CONTENT, data_path, may, require
-from studio.render import UserError, conversation_markdown, neutralise_html
+from studio.render import UserError, conversation_html, markdown_html, plain_text
 
 EDITOR = "(the editor)"
 VARIANTS = 4
@@ -268,9 +268,9 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 max_new = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
                 run_btn = gr.Button("Run the variants", variant="primary", elem_id="lab-run")
                 with gr.Row():
-                    outputs = [gr.Markdown(elem_id=f"lab-out-{i}", elem_classes=["reply-card"]) for i in range(VARIANTS)]
+                    outputs = [gr.HTML(elem_id=f"lab-out-{i}", elem_classes=["reply-card", "rendered"]) for i in range(VARIANTS)]
                 with gr.Accordion("The exact prompt of each variant", open=False):
-                    prompts_md = gr.Markdown(elem_id="lab-prompts")
+                    prompts_md = gr.HTML(elem_id="lab-prompts", elem_classes="rendered")
                 with gr.Row():
                     queue_project = gr.Dropdown(
                         label="Send the outputs to a project's queue",
@@ -321,14 +321,12 @@ def build(ctx: StudioContext) -> gr.Blocks:
             text_value, max_tokens = values[10], int(values[11])
             pairs = [(values[12 + 2 * i], values[13 + 2 * i]) for i in range(VARIANTS)]
             found = run_variants(ctx, editor, pool_records, text_value, pairs, max_tokens)
-            cards = [
-                f"**{html.escape(label)}** · {html.escape(model)}\n\n{neutralise_html(out) or '*(empty)*'}"
-                for label, model, _, out in found
-            ]
+            # Rendered on the server (shown in gr.HTML): model output and prompts are text, never markup.
+            heads = [f"<p><strong>{plain_text(label)}</strong> · {plain_text(model)}</p>" for label, model, _, _ in found]
+            bodies = [markdown_html(out) if out.strip() else "<p><em>(empty)</em></p>" for *_, out in found]
+            cards = [head + body for head, body in zip(heads, bodies, strict=True)]
             cards += [""] * (VARIANTS - len(cards))
-            shown = "\n\n---\n\n".join(
-                f"**{html.escape(label)}** · {html.escape(model)}\n\n{conversation_markdown(msgs)}" for label, model, msgs, _ in found
-            )
+            shown = "<hr>".join(head + conversation_html(msgs) for head, (_, _, msgs, _) in zip(heads, found, strict=True))
             state = [{"template": label, "model": model, "output": out} for label, model, _, out in found]
             return [*cards, shown, state]
 

@@ -104,3 +104,32 @@ def test_the_other_helpers_still_escape() -> None:
     assert render.plain_text("<img src=x>") == "&lt;img src=x&gt;"
     assert "&lt;b&gt;" in render.bar_chart("t", [("<b>", 1.0, "<i>")])
     assert "&lt;x&gt;" in render.progress_bar(0.5, "<x>")
+
+
+def test_the_chat_shows_server_rendered_text_and_keeps_the_raw_history(ctx) -> None:
+    import gradio as gr
+
+    from studio import chat
+
+    raw = [
+        {"role": "user", "content": [{"type": "text", "text": "Show me ![x](https://evil.invalid/p.png)"}]},
+        {"role": "assistant", "content": "<img src=https://evil.invalid/q.png> [login](https://evil.invalid/) **ok**"},
+    ]
+    shown = chat.chat_display(raw)
+    assert [m["role"] for m in shown] == ["user", "assistant"]
+    for message in shown:
+        assert check_rendered_html(message["content"]) == []
+    assert "strong" in {t for t, _ in parse(shown[1]["content"]).elements}
+    assert "login (https://evil.invalid/)" in visible_text(shown[1]["content"])
+    assert raw[1]["content"].startswith("<img")  # the model's history is left as it was
+
+    # The Chatbot shows that HTML as is (no Markdown or LaTeX pass in the browser, Gradio's
+    # sanitiser still on); the raw history the model reads is a server-side gr.State.
+    screen = chat.build(ctx)
+    [bot] = [b for b in screen.blocks.values() if isinstance(b, gr.Chatbot)]
+    assert bot.render_markdown is False and bot.sanitize_html is True and bot.latex_delimiters == []
+    assert "copy" not in (bot.buttons or [])  # it would copy the HTML
+    fns = {f.api_name: f for f in screen.fns.values() if f.api_name}
+    for name in ("chat_reply", "send_to_queue"):
+        assert isinstance(fns[name].inputs[0], gr.State) and bot not in fns[name].inputs
+    assert all(bot not in f.inputs for f in screen.fns.values())
