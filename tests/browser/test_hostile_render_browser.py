@@ -2,8 +2,9 @@
 
 The database is seeded before the studio starts: a project whose guidelines, prompts (plain and
 multi-turn) and replies are the strings of tests/hostile.py, plus an annotator. The annotator
-logs in to Chromium, opens the guidelines and ranks every prompt, while the test records every
-request, navigation, dialog and popup. No model is needed: the replies are in the store.
+logs in to Chromium, opens the guidelines, ranks every prompt and types a hostile chat message,
+while the test records every request, navigation, dialog and popup. No model is needed: the
+replies are in the store.
 """
 
 from __future__ import annotations
@@ -120,6 +121,22 @@ def test_hostile_text_stays_text_in_chromium(browser, hostile_studio: str, scree
     assert "[image] (https://evil.invalid/pixel.png)" in text
     assert '<iframe src="https://evil.invalid/frame"></iframe>' in text
     assert "[U+202E]" in text and "\u202e" not in text
+
+    # The chat shows the annotator's own message rendered on the server too (no model is
+    # registered here, so only the user's turn appears, with a toast saying so).
+    page.get_by_role("tab", name="Chat").click()
+    box = page.locator("#chat-input textarea")
+    box.fill("Look: ![x](https://evil.invalid/chat.png) <img src=https://evil.invalid/chat2.png> [bank](https://evil.invalid/c)")
+    box.press("Enter")
+    page.wait_for_function("() => [...document.querySelectorAll('.user')].some(e => e.innerText.includes('[image: x]'))", timeout=15_000)
+    bubble = page.locator(".message-row .user").last
+    assert "<img src=https://evil.invalid/chat2.png>" in bubble.inner_text() and "bank (https://evil.invalid/c)" in bubble.inner_text()
+    describe = "els => els.map(e => [e.tagName.toLowerCase(), e.getAttributeNames()])"
+    chat_elements = page.eval_on_selector_all(".message-row .md-text *", describe)
+    assert chat_elements and [(tag, attrs) for tag, attrs in chat_elements if tag not in ALLOWED_TAGS or attrs] == []
+    page.screenshot(path=str(screenshot_dir / "chat_hostile_text.png"))
+    page.click("#chat-stop")  # no need for the built-in model to load
+    assert page.eval_on_selector_all(f".message-row :is({FORBIDDEN})", "els => els.length") == 0
 
     page.wait_for_timeout(500)
     foreign = [u for u in requests if not u.startswith(origin + "/") and u != origin]
