@@ -24,18 +24,6 @@ from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
-# Fenced blocks and inline code spans keep their text untouched: Markdown shows them literally.
-_CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)
-
-
-def neutralise_html(text: str) -> str:
-    """Escape HTML outside code so Markdown shows it as text."""
-    parts = _CODE.split(text or "")
-    for i in range(0, len(parts), 2):
-        parts[i] = parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return "".join(parts)
-
-
 # What rendered text may contain. No attributes at all (so no src, href, style, on*, class, id:
 # nothing can load, navigate, restyle the page or borrow the studio's own CSS classes), and no
 # tag that embeds, links, submits or styles (a, img, svg, iframe, form, style, meta, base, ...).
@@ -163,16 +151,6 @@ def warn(message: object, duration: float | None = 10) -> None:
 ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System"}
 
 
-def conversation_markdown(messages: list[dict]) -> str:
-    """A conversation as Markdown turns, HTML neutralised; the last user turn is the question."""
-    blocks = []
-    for m in messages:
-        body = neutralise_html(m["content"]).strip() or "*(empty)*"
-        quoted = "\n".join(f"> {line}" if line else ">" for line in body.splitlines())
-        blocks.append(f"**{ROLE_NAMES.get(m['role'], m['role'])}**\n\n{quoted}")
-    return "\n\n".join(blocks)
-
-
 def conversation_html(messages: list[dict]) -> str:
     """A conversation as turns: each role's label, then its text through :func:`markdown_html`.
 
@@ -181,7 +159,9 @@ def conversation_html(messages: list[dict]) -> str:
     blocks = []
     for m in messages:
         role = plain_text(ROLE_NAMES.get(str(m.get("role", "")), str(m.get("role", ""))))
-        text = str(m.get("content") or "")
+        content = m.get("content") or ""
+        # Gradio's messages may hold a list of parts; only their text is shown.
+        text = content if isinstance(content, str) else "\n\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
         body = markdown_html(text) if text.strip() else f'<div class="{WRAPPER_CLASS}" dir="auto"><p><em>(empty)</em></p></div>'
         blocks.append(f'<div class="md-turn"><div class="md-role">{role}</div>{body}</div>')
     return f'<div class="md-conversation">{"".join(blocks)}</div>'

@@ -11,7 +11,7 @@ import pytest
 from annotations.queue import next_prompt, submit_ranking
 from studio import admin
 from studio.context import StudioContext
-from studio.render import bar_chart, neutralise_html
+from studio.render import bar_chart, markdown_html
 from tests.studio.conftest import as_user, fill
 
 BOSS, ANA = as_user("boss"), as_user("ana")
@@ -86,8 +86,11 @@ def test_dashboard_and_snapshot(ctx: StudioContext) -> None:
 
 
 def test_render_helpers() -> None:
-    assert neutralise_html("<img src=x onerror=alert(1)> and `<b>code</b>`") == "&lt;img src=x onerror=alert(1)&gt; and `<b>code</b>`"
-    assert neutralise_html("```\n<div>\n```") == "```\n<div>\n```"
+    # Raw HTML shows as text, code keeps its text (the hostile corpus is in test_render.py).
+    assert markdown_html("<img src=x onerror=alert(1)> and `<b>code</b>`") == (
+        '<div class="md-text" dir="auto"><p>&lt;img src=x onerror=alert(1)&gt; and <code>&lt;b&gt;code&lt;/b&gt;</code></p>\n</div>'
+    )
+    assert "<pre><code>&lt;div&gt;\n</code></pre>" in markdown_html("```\n<div>\n```")
     chart = bar_chart("T", [("<x>", 5, "five"), ("y", 10, "ten"), ("z", None, "n/a")])
     assert "&lt;x&gt;" in chart and "width:50.0%" in chart and "width:100.0%" in chart and "width:0.0%" in chart
     assert "nothing yet" in bar_chart("T", [])

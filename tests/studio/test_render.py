@@ -98,6 +98,8 @@ def test_conversation_turns() -> None:
     assert "Be <b>brief</b>." in text
     assert "strong" in {t for t, _ in parse(out).elements}
     assert out.count('class="md-turn"') == 3
+    parts = conversation_html([{"role": "user", "content": [{"type": "text", "text": "<img src=x> **hi**"}]}])
+    assert check_rendered_html(parts) == [] and "<img src=x> hi" in visible_text(parts)
 
 
 def test_the_other_helpers_still_escape() -> None:
