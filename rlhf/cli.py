@@ -98,12 +98,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with tmp.open("w") as handle:
         for (record, prompt), gen in zip(records, results, strict=True):
             row = {"prompt": prompt, "reply": gen.text, "finished": gen.finished, "new_tokens": gen.new_tokens, "agent": agent}
+            if gen.truncated_tokens:  # the model saw only the prompt's end: its context is shorter
+                row["truncated_tokens"] = gen.truncated_tokens
             if "id" in record:
                 row["id"] = record["id"]
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(out)
     unfinished = sum(not g.finished for g in results)
-    print(f"wrote {len(results)} replies to {out}" + (f" ({unfinished} hit max_new_tokens)" if unfinished else ""))
+    cut = sum(bool(g.truncated_tokens) for g in results)
+    notes = ([f"{unfinished} hit max_new_tokens"] if unfinished else []) + ([f"{cut} prompt(s) cut to the model's context"] if cut else [])
+    print(f"wrote {len(results)} replies to {out}" + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
 
 

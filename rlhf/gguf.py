@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from rlhf.paths import private_dir
+
 MARKER = "studio-source.json"
 
 
@@ -26,6 +28,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         raise FileNotFoundError(f"GGUF file {gguf_path} not found")
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    private_dir(tmp)  # the model cache is owner-only (0700), whatever the process's umask
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     # The weights are already dequantized; without this save_pretrained would record a GGUF

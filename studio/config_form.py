@@ -6,11 +6,17 @@
 Each field becomes a component labelled with its name and its ``help`` text; values coming
 back are checked by :func:`rlhf.config.config_from_dict`, so a bad value gets the same message
 in the studio as in a YAML file.
+
+Fields that name files (:data:`PATH_FIELDS`: data, held-out data, prompts) are paths an admin
+typed: :func:`confine_paths` and :func:`confine_config` resolve each one inside the data folders
+(``studio.permissions.data_path``) or refuse it, so no config the studio launches reads a file
+outside them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import html
 import types
 import typing
 from typing import Any
@@ -18,6 +24,10 @@ from typing import Any
 import gradio as gr
 
 from rlhf.config import config_from_dict
+from studio.permissions import data_path
+
+PATH_FIELDS = ("data", "eval_data", "prompts", "eval_prompts")
+PROJECT_PREFIX = "project:"  # "project:NAME": a store project, exported to a file at launch
 
 
 def _base_type(hint: Any) -> Any:
@@ -75,3 +85,34 @@ def form_config(cls: type, values: dict[str, Any]) -> Any:
             value = int(value)
         data[name] = value
     return config_from_dict(cls, data)
+
+
+def confine_paths(values: dict[str, Any], roots: list) -> dict[str, Any]:
+    """``values`` with every non-blank path field resolved inside the data folders (gr.Error if outside).
+
+    A ``project:NAME`` value is left for the screen to export (into the runs folder) at launch.
+    """
+    out = dict(values)
+    for name in PATH_FIELDS:
+        value = out.get(name)
+        if isinstance(value, str) and value.strip() and not value.startswith(PROJECT_PREFIX):
+            out[name] = str(data_path(roots, value))
+    return out
+
+
+def confine_config(cfg: Any, roots: list) -> Any:
+    """The config with every path field it has resolved inside the data folders; gr.Error naming them if not.
+
+    The last check before a launch: whatever the form or an export put in the config, the run
+    reads only files in the data folders.
+    """
+    present = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in PATH_FIELDS}
+    for name, value in present.items():
+        if isinstance(value, str) and value.startswith(PROJECT_PREFIX):
+            raise ValueError(f"{name}: the project {value[len(PROJECT_PREFIX) :]} was not exported to a file")
+    return dataclasses.replace(cfg, **confine_paths(present, roots))
+
+
+def not_ready(exc: Exception) -> str:
+    """An error's message as plain text for a config preview (gr.Error messages arrive HTML-escaped)."""
+    return html.unescape(exc.message) if isinstance(exc, gr.Error) else str(exc)

@@ -6,7 +6,9 @@ AI judge = RLAIF, a Python function, similarity to reference answers) and the se
 :class:`rlhf.ppo.PPORunConfig`. Launch starts ``rlhf-studio train ppo`` as a subprocess; the
 screen plots its diagnostics, shows sample replies and warns when KL runs away or replies
 collapse. The finished policy is registered: it appears in the chat and in candidate generation.
-Admins only. Run alone: ``python -m studio.ppo_tab``.
+Every handler checks the caller may train (on the server); prompts files typed here must lie
+inside the data folders, and the config is checked completely before a run folder is made.
+Run alone: ``python -m studio.ppo_tab``.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from annotations.export import export_prompts
 from annotations.store import StoreError
 from rlhf.config import ConfigError, config_yaml
 from rlhf.modelfiles import ModelError
+from rlhf.paths import private_dir
 from rlhf.ppo import PPORunConfig, warnings_for
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from rlhf.rewards import DEFAULT_JUDGE_TEMPLATE
-from studio.config_form import build_form, form_config
+from studio.config_form import build_form, confine_config, confine_paths, form_config, not_ready
 from studio.context import StudioContext
-from studio.permissions import current_user, require_admin
+from studio.permissions import TRAIN, allowed, current_user, data_path, require
 from studio.render import UserError
 from studio.run_monitor import Chart, build_monitor
 
@@ -82,9 +85,13 @@ def make_config(ctx: StudioContext, prompts: str | None, policy: str | None, rew
     """The typed config from the form; ValueError saying what to fix. Projects are resolved later."""
     if not prompts:
         raise ValueError("Choose the prompts: a project, or type the path of a prompts file.")
+    if not prompts.startswith(PROJECT_PREFIX):
+        prompts = str(data_path(ctx.data_roots, prompts))
+    settings = confine_paths(settings, ctx.data_roots)
     if not policy:
         raise ValueError("Choose the policy model.")
-    for name in [policy] + [s["model"] for s in rewards if "model" in s]:
+    value_model = (settings.get("value_model") or "").strip()
+    for name in [policy] + [s["model"] for s in rewards if "model" in s] + ([value_model] if value_model else []):
         try:
             ctx.registry.get(name)
         except ModelError as exc:
@@ -102,8 +109,8 @@ def make_config(ctx: StudioContext, prompts: str | None, policy: str | None, rew
 def preview(ctx: StudioContext, prompts: str | None, policy: str | None, rewards: list[dict], settings: dict) -> tuple[str, str]:
     try:
         cfg = make_config(ctx, prompts, policy, rewards, settings)
-    except ValueError as exc:
-        return f"# not ready: {exc}\n", ""
+    except (ValueError, gr.Error) as exc:
+        return f"# not ready: {not_ready(exc)}\n", ""
     note = ""
     if cfg.prompts.startswith(PROJECT_PREFIX):
         note = f"\n\nAt launch the project's prompts are exported to a JSONL file under `{ctx.launcher.root}`; the config names it."
@@ -112,21 +119,26 @@ def preview(ctx: StudioContext, prompts: str | None, policy: str | None, rewards
 
 
 def launch(ctx: StudioContext, prompts: str | None, policy: str | None, rewards: list[dict], settings: dict, request) -> str:
-    """Start a PPO run; a project's prompts are exported to a file first (runs never read the database)."""
-    require_admin(ctx.store, request)
+    """Start a PPO run; a project's prompts are exported to a file first (runs never read the database).
+
+    Nothing is made unless the config can run (its files, models and register_as are checked first).
+    """
+    require(ctx.store, request, TRAIN)
     try:
         cfg = make_config(ctx, prompts, policy, rewards, settings)
         if cfg.prompts.startswith(PROJECT_PREFIX):
             project = cfg.prompts[len(PROJECT_PREFIX) :]
+            ctx.store.project(project)  # an unknown project is refused before anything is written
             safe = re.sub(r"[^A-Za-z0-9_-]+", "-", project).strip("-") or "project"
-            path = ctx.launcher.root / "prompt-sets" / f"{safe}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+            path = private_dir(ctx.launcher.root / "prompt-sets") / f"{safe}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
             export_prompts(ctx.store, project, path)
             cfg = dataclasses.replace(cfg, prompts=str(path))
         elif not Path(cfg.prompts).is_file():
-            raise ValueError(f"{cfg.prompts} does not exist; choose a project or type the path of a prompts file.")
+            raise ValueError(f"{prompts} does not exist; choose a project or type the path of a prompts file.")
+        cfg = confine_config(cfg, ctx.data_roots)
+        return ctx.launcher.start(KIND, cfg, registry=ctx.registry).id
     except (ValueError, StoreError) as exc:
         raise UserError(str(exc)) from exc
-    return ctx.launcher.start(KIND, cfg).id
 
 
 def samples_and_warnings(ctx: StudioContext, run_id: str | None) -> tuple[pd.DataFrame, str]:
@@ -217,19 +229,22 @@ def build(ctx: StudioContext) -> gr.Blocks:
             rewards = reward_specs(*(values[c] for c in reward_inputs))
             return values[prompts], values[policy], rewards, {name: values[c] for name, c in fields.items()}
 
-        def on_preview(values: dict):
+        def on_preview(values: dict, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             return preview(ctx, *parts(values))
 
         def on_launch(values: dict, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             run_id = launch(ctx, *parts(values), request)
             return gr.Dropdown(choices=[r.id for r in ctx.launcher.runs(KIND)], value=run_id)
 
         def on_tick(run_id, request: gr.Request):
-            require_admin(ctx.store, request)
+            require(ctx.store, request, TRAIN)
             return samples_and_warnings(ctx, run_id)
 
         def on_refresh(request: gr.Request):
-            if not current_user(ctx.store, request).is_admin:  # annotators load the page too
+            # Checked on the server; annotators load the page too: nothing for them, and no error toast.
+            if not allowed(current_user(ctx.store, request), TRAIN):
                 return tuple(gr.skip() for _ in range(8))
             lm = ctx.registry.names("causal-lm")
             return (
@@ -245,7 +260,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         def refresher(kind: str | None, projects: bool = False):
             def on_focus(request: gr.Request):
-                require_admin(ctx.store, request)
+                require(ctx.store, request, TRAIN)
                 return gr.update(choices=prompt_choices(ctx) if projects else ctx.registry.names(kind))
 
             return on_focus

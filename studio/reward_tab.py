@@ -4,7 +4,9 @@ An ML engineer picks a snapshot (or any TRL / HH-RLHF preference file), a base m
 settings of :class:`rlhf.reward.RewardRunConfig`; the screen shows the config file and the
 equivalent command, and launch starts that command as a subprocess (see ``studio/launcher.py``).
 Runs are watched through their folders; the "try it" box scores one prompt with two replies
-under any registered reward model. Admins only. Run alone: ``python -m studio.reward_tab``.
+under any registered reward model. Every handler checks the caller may train (on the server);
+every path typed here (data, held-out data) must lie inside the data folders, and the config is
+checked completely before a run folder is made. Run alone: ``python -m studio.reward_tab``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from annotations.snapshot import list_snapshots
 from rlhf.config import ConfigError, config_yaml
 from rlhf.modelfiles import ModelError
 from rlhf.reward import RewardRunConfig
-from studio.config_form import build_form, form_config
+from studio.config_form import build_form, confine_config, confine_paths, form_config, not_ready
 from studio.context import StudioContext
-from studio.permissions import current_user, require_admin
+from studio.permissions import TRAIN, allowed, current_user, data_path, require
 from studio.render import UserError
 from studio.run_monitor import Chart, build_monitor
 
@@ -50,11 +52,14 @@ def base_model_choices(ctx: StudioContext) -> list[str]:
 
 
 def make_config(ctx: StudioContext, data: str | None, base_model: str | None, settings: dict) -> RewardRunConfig:
-    """The typed config from the form; ValueError saying what to fix."""
+    """The typed config from the form; ValueError saying what to fix (gr.Error for a path outside the data folders)."""
     if not data:
         raise ValueError("Choose a snapshot (Admin -> Snapshots makes one) or type the path of a preference file.")
+    typed = data
+    data = str(data_path(ctx.data_roots, data))
+    settings = confine_paths(settings, ctx.data_roots)
     if not Path(data).exists():
-        raise ValueError(f"{data} does not exist; choose a snapshot or type the path of a preference file.")
+        raise ValueError(f"{typed} does not exist; choose a snapshot or type the path of a preference file.")
     if not base_model:
         raise ValueError("Choose a base model.")
     try:
@@ -71,25 +76,25 @@ def preview(ctx: StudioContext, data: str | None, base_model: str | None, settin
     """(config YAML, the equivalent command) or an explanation of what is missing."""
     try:
         cfg = make_config(ctx, data, base_model, settings)
-    except ValueError as exc:
-        return f"# not ready: {exc}\n", ""
+    except (ValueError, gr.Error) as exc:
+        return f"# not ready: {not_ready(exc)}\n", ""
     command = f"rlhf-studio train reward --config run.yaml --runs-dir {ctx.launcher.root}"
     return config_yaml(cfg), f"Save the config as `run.yaml`, then the same run from a terminal is:\n\n```\n{command}\n```"
 
 
 def launch(ctx: StudioContext, data: str | None, base_model: str | None, settings: dict, request: gr.Request | None) -> str:
-    """Start a reward run; returns its id."""
-    require_admin(ctx.store, request)
+    """Start a reward run; returns its id. Nothing is made unless the config can run."""
+    require(ctx.store, request, TRAIN)
     try:
-        cfg = make_config(ctx, data, base_model, settings)
-    except ValueError as exc:
+        cfg = confine_config(make_config(ctx, data, base_model, settings), ctx.data_roots)
+        return ctx.launcher.start(KIND, cfg, registry=ctx.registry).id
+    except ValueError as exc:  # ConfigError included: data, models and register_as checked before the folder
         raise UserError(str(exc)) from exc
-    return ctx.launcher.start(KIND, cfg).id
 
 
 def try_it(ctx: StudioContext, model: str | None, prompt: str, reply_a: str, reply_b: str, request: gr.Request | None) -> str:
     """Score two replies to one prompt; Markdown saying which the model prefers and how strongly."""
-    require_admin(ctx.store, request)
+    require(ctx.store, request, TRAIN)
     if not model:
         raise UserError("Choose a reward model (train one above, or register one with `rlhf-studio models add`).")
     if not (reply_a or "").strip() or not (reply_b or "").strip():
@@ -151,15 +156,19 @@ def build(ctx: StudioContext) -> gr.Blocks:
         def settings(values: dict) -> dict:
             return {name: values[comp] for name, comp in fields.items()}
 
-        def on_preview(values: dict):
+        def on_preview(values: dict, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             return preview(ctx, values[data], values[base], settings(values))
 
         def on_launch(values: dict, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             run_id = launch(ctx, values[data], values[base], settings(values), request)
             return gr.Dropdown(choices=[r.id for r in ctx.launcher.runs(KIND)], value=run_id)
 
         def on_refresh(request: gr.Request):
-            if not current_user(ctx.store, request).is_admin:  # annotators load the page too; nothing here is theirs
+            # Checked on the server like every handler; annotators load the page too, so they get
+            # nothing from here rather than an error toast on every page load.
+            if not allowed(current_user(ctx.store, request), TRAIN):
                 return tuple(gr.skip() for _ in range(5))
             return (
                 gr.update(choices=data_choices(ctx)),
@@ -180,18 +189,19 @@ def build(ctx: StudioContext) -> gr.Blocks:
         launch_btn.click(on_launch, inputs, monitor.run, api_name="launch_reward_run")
 
         def on_score(m, p, a, b, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             return try_it(ctx, m, p, a, b, request)
 
         def on_models_focus(request: gr.Request):
-            require_admin(ctx.store, request)
+            require(ctx.store, request, TRAIN)
             return gr.update(choices=ctx.registry.names("reward-model"))
 
         def on_data_focus(request: gr.Request):
-            require_admin(ctx.store, request)
+            require(ctx.store, request, TRAIN)
             return gr.update(choices=data_choices(ctx))
 
         def on_base_focus(request: gr.Request):
-            require_admin(ctx.store, request)
+            require(ctx.store, request, TRAIN)
             return gr.update(choices=base_model_choices(ctx))
 
         # Lists are read again when opened: snapshots and models appear while the page is open.

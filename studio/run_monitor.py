@@ -2,7 +2,8 @@
 
 Shared by every training screen (reward model now; PPO, SFT and DPO use the same parts). All
 figures come from the run folder (status.json, events.jsonl, metrics.json, run.log), polled by
-a ``gr.Timer``, so a restarted studio shows the runs still going.
+a ``gr.Timer``, so a restarted studio shows the runs still going. Failed and lost runs show
+their error in the table. Every handler checks the caller may train (``require(..., TRAIN)``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from rlhf.runs import RunDir
 from studio.context import StudioContext
 from studio.launcher import RunLauncher
-from studio.permissions import require_admin
+from studio.permissions import TRAIN, require
 from studio.render import UserError, line_chart, progress_bar
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes from library loggers
@@ -74,8 +75,10 @@ def runs_frame(launcher: RunLauncher, kind: str, metric_keys: tuple[str, ...]) -
         last = run.last_event() or {}
         step = f"{last['step']}/{last['max_steps']}" if last.get("max_steps") else str(last.get("step", ""))
         shown = [_fmt(metrics.get(k)) for k in metric_keys]
-        rows.append([run.id, state.state, step, *shown, metrics.get("registered_as", ""), status.get("created", "")])
-    return pd.DataFrame(rows, columns=["run", "state", "step", *metric_keys, "registered as", "created"])
+        error = state.error if state.state in ("failed", "lost", "cancelled") else ""
+        error = error if len(error) <= 200 else error[:199] + "…"
+        rows.append([run.id, state.state, step, *shown, metrics.get("registered_as", ""), status.get("created", ""), error])
+    return pd.DataFrame(rows, columns=["run", "state", "step", *metric_keys, "registered as", "created", "error"])
 
 
 def run_detail(launcher: RunLauncher, run_id: str | None, charts: tuple[Chart, ...]) -> tuple[str, str, str, str, bool]:
@@ -130,24 +133,24 @@ def build_monitor(ctx: StudioContext, kind: str, charts: tuple[Chart, ...], metr
     timer = gr.Timer(2.0, active=False)
 
     def detail(run_id, request: gr.Request):
-        require_admin(ctx.store, request)
+        require(ctx.store, request, TRAIN)
         text, progress_html, plots_html, tail, alive = run_detail(ctx.launcher, run_id, charts)
         return text, progress_html, plots_html, tail, gr.Button(interactive=alive)
 
     def tick(run_id, request: gr.Request):
-        require_admin(ctx.store, request)
+        require(ctx.store, request, TRAIN)
         frame = runs_frame(ctx.launcher, kind, metric_keys)
         return (frame, *detail(run_id, request))
 
     def on_cancel(run_id, request: gr.Request):
-        require_admin(ctx.store, request)
+        require(ctx.store, request, TRAIN)
         try:
             return ctx.launcher.cancel(run_id or "")
         except ValueError as exc:
             raise UserError(str(exc)) from exc
 
     def refresh_choices(run_id, request: gr.Request):
-        require_admin(ctx.store, request)
+        require(ctx.store, request, TRAIN)
         ids = run_choices(ctx.launcher, kind)
         return gr.Dropdown(choices=ids, value=run_id if run_id in ids else (ids[0] if ids else None))
 

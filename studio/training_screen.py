@@ -3,7 +3,8 @@
 Instruction tuning (SFT) and DPO share this shape; each is a :class:`Spec` in its own module
 (``studio/sft_tab.py``, ``studio/dpo_tab.py``). Data can be a store project (exported to a
 file under the runs folder at launch, because runs never open the database), a snapshot, or a
-path typed by hand.
+path typed by hand, which must lie inside the data folders. Every handler checks the caller may
+train (on the server), and the config is checked completely before a run folder is made.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import gradio as gr
 from annotations.store import StoreError
 from rlhf.config import ConfigError, config_yaml
 from rlhf.modelfiles import ModelError
-from studio.config_form import build_form, form_config
+from rlhf.paths import private_dir
+from studio.config_form import PROJECT_PREFIX, build_form, confine_config, confine_paths, form_config, not_ready
 from studio.context import StudioContext
-from studio.permissions import current_user, require_admin
+from studio.permissions import TRAIN, allowed, current_user, data_path, require
 from studio.render import UserError
 from studio.run_monitor import Chart, build_monitor
-
-PROJECT_PREFIX = "project:"
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,11 @@ def make_config(ctx: StudioContext, spec: Spec, data: str | None, model: str | N
         raise ValueError(str(exc)) from exc
     if entry.kind != "causal-lm":
         raise ValueError(f"{model} is a {entry.kind} model; choose a causal LM")
-    if not data.startswith(PROJECT_PREFIX) and not Path(data).exists():
-        raise ValueError(f"{data} does not exist; {spec.data_info}.")
+    settings = confine_paths(settings, ctx.data_roots)
+    if not data.startswith(PROJECT_PREFIX):
+        typed, data = data, str(data_path(ctx.data_roots, data))
+        if not Path(data).exists():
+            raise ValueError(f"{typed} does not exist; {spec.data_info}.")
     try:
         return form_config(spec.cfg_cls, {spec.data_field: data, spec.model_field: model, **settings})
     except ConfigError as exc:
@@ -74,8 +77,8 @@ def make_config(ctx: StudioContext, spec: Spec, data: str | None, model: str | N
 def preview(ctx: StudioContext, spec: Spec, data: str | None, model: str | None, settings: dict) -> tuple[str, str]:
     try:
         cfg = make_config(ctx, spec, data, model, settings)
-    except ValueError as exc:
-        return f"# not ready: {exc}\n", ""
+    except (ValueError, gr.Error) as exc:
+        return f"# not ready: {not_ready(exc)}\n", ""
     command = f"rlhf-studio train {spec.kind} --config run.yaml --runs-dir {ctx.launcher.root}"
     note = (
         "\n\nAt launch the project's data is exported to a JSONL file; the config names it."
@@ -86,7 +89,8 @@ def preview(ctx: StudioContext, spec: Spec, data: str | None, model: str | None,
 
 
 def launch(ctx: StudioContext, spec: Spec, data: str | None, model: str | None, settings: dict, request) -> str:
-    require_admin(ctx.store, request)
+    """Start a run; a project's data is exported to a file first. Nothing is made unless the config can run."""
+    require(ctx.store, request, TRAIN)
     try:
         cfg = make_config(ctx, spec, data, model, settings)
         value = getattr(cfg, spec.data_field)
@@ -95,12 +99,13 @@ def launch(ctx: StudioContext, spec: Spec, data: str | None, model: str | None, 
                 raise ValueError("this screen cannot read a project; choose a file")
             project = value[len(PROJECT_PREFIX) :]
             safe = re.sub(r"[^A-Za-z0-9_-]+", "-", project).strip("-") or "project"
-            path = ctx.launcher.root / "data-sets" / f"{spec.kind}-{safe}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+            path = private_dir(ctx.launcher.root / "data-sets") / f"{spec.kind}-{safe}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
             spec.export(ctx.store, project, path)
             cfg = dataclasses.replace(cfg, **{spec.data_field: str(path)})
+        cfg = confine_config(cfg, ctx.data_roots)
+        return ctx.launcher.start(spec.kind, cfg, registry=ctx.registry).id
     except (ValueError, StoreError) as exc:
         raise UserError(str(exc)) from exc
-    return ctx.launcher.start(spec.kind, cfg).id
 
 
 def build_screen(ctx: StudioContext, spec: Spec) -> gr.Blocks:
@@ -143,15 +148,18 @@ def build_screen(ctx: StudioContext, spec: Spec) -> gr.Blocks:
         def parts(values: dict) -> tuple:
             return values[data], values[model], {name: values[c] for name, c in fields.items()}
 
-        def on_preview(values: dict):
+        def on_preview(values: dict, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             return preview(ctx, spec, *parts(values))
 
         def on_launch(values: dict, request: gr.Request):
+            require(ctx.store, request, TRAIN)
             run_id = launch(ctx, spec, *parts(values), request)
             return gr.update(choices=[r.id for r in ctx.launcher.runs(spec.kind)], value=run_id)
 
         def on_refresh(request: gr.Request):
-            if not current_user(ctx.store, request).is_admin:  # annotators load the page too
+            # Checked on the server; annotators load the page too: nothing for them, and no error toast.
+            if not allowed(current_user(ctx.store, request), TRAIN):
                 return tuple(gr.skip() for _ in range(4))
             return (
                 gr.update(choices=spec.data_choices(ctx)),
@@ -161,11 +169,11 @@ def build_screen(ctx: StudioContext, spec: Spec) -> gr.Blocks:
             )
 
         def on_data_focus(request: gr.Request):
-            require_admin(ctx.store, request)
+            require(ctx.store, request, TRAIN)
             return gr.update(choices=spec.data_choices(ctx))
 
         def on_model_focus(request: gr.Request):
-            require_admin(ctx.store, request)
+            require(ctx.store, request, TRAIN)
             return gr.update(choices=ctx.registry.names("causal-lm"))
 
         ordered = [data, model, *fields.values()]

@@ -8,7 +8,7 @@ import pytest
 from annotations.store import PromptRecord
 from rlhf.generation import SamplingParams
 from studio import chat
-from studio.candidates import plan
+from studio.candidates import jobs_frame, plan
 from studio.context import StudioContext
 from tests.studio.conftest import as_user
 
@@ -78,3 +78,77 @@ def test_chat_sends_the_last_question_with_its_answer(ctx: StudioContext) -> Non
         chat.send_to_queue(ctx, [], "from-chat", "tiny", 0.7, 0.95, 8, as_user("boss"))
     with pytest.raises(gr.Error, match="Choose the project"):
         chat.send_to_queue(ctx, history, None, "tiny", 0.7, 0.95, 8, as_user("boss"))
+
+
+# -- job records ----------------------------------------------------------------------------------
+def test_jobs_are_recorded_with_their_progress(ctx: StudioContext) -> None:
+    import os
+
+    from annotations.jobs import get_job
+
+    pid = ctx.store.create_project("p", k=2)
+    ctx.store.add_prompts(pid, [PromptRecord("q1"), PromptRecord("q2")])
+    job = ctx.jobs.wait(ctx.jobs.start(pid, ["tiny"], SamplingParams(temperature=1.0, max_new_tokens=4, seed=3), owner="boss"))
+    record = get_job(ctx.store, job.id)
+    assert record.state == "done" and record.kind == "candidates" and record.owner == "boss" and record.pid == os.getpid()
+    assert record.detail["models"] == ["tiny"] and record.detail["done"] == record.detail["total"] == 4
+    assert record.detail["sampling"]["max_new_tokens"] == 4 and record.ended is not None and record.error == ""
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (RuntimeError("the weights are corrupt"), "RuntimeError: the weights are corrupt"),
+        (MemoryError(), "out of memory while generating (MemoryError); lower max new tokens"),
+    ],
+)
+def test_a_failed_job_keeps_its_reason(ctx: StudioContext, monkeypatch, error: Exception, reason: str) -> None:
+    from annotations.jobs import get_job
+
+    pid = ctx.store.create_project("p", k=2)
+    ctx.store.add_prompts(pid, [PromptRecord("q")])
+    engine = ctx.engines.get("tiny")
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(engine, "generate", broken)
+    job = ctx.jobs.wait(ctx.jobs.start(pid, ["tiny"], SamplingParams(temperature=1.0)))
+    record = get_job(ctx.store, job.id)
+    assert job.state == "failed" and record.state == "failed" and record.error.startswith(reason) and record.ended is not None
+    frame = jobs_frame(ctx.jobs)
+    assert frame.iloc[0]["state"] == "failed" and frame.iloc[0]["reason"].startswith(reason) and frame.iloc[0]["project"] == "p"
+
+
+def test_jobs_left_running_by_a_stopped_studio_become_lost(ctx: StudioContext) -> None:
+    import subprocess
+    import sys
+
+    from annotations.jobs import create_job, get_job, update_job
+    from studio.candidates import CandidateJobs
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    running = create_job(ctx.store, "candidates", None, "boss", {"models": ["tiny"]}, pid=int(gone))
+    update_job(ctx.store, running, state="running")
+    queued = create_job(ctx.store, "candidates", None, "boss", {}, pid=int(gone))
+    finished = create_job(ctx.store, "candidates", None, "boss", {}, pid=int(gone))
+    update_job(ctx.store, finished, state="done", ended=True)
+    elsewhere = create_job(ctx.store, "candidates", None, "boss", {}, pid=1)  # a live process that is not this studio
+    restarted = CandidateJobs(ctx.store, ctx.engines, ctx.registry)  # what a new studio does as it starts
+    assert sorted(restarted.lost) == sorted([running, queued])
+    for job_id in (running, queued):
+        record = get_job(ctx.store, job_id)
+        assert record.state == "lost" and record.error == f"the studio stopped while this job ran (pid {gone})" and record.ended
+    assert get_job(ctx.store, finished).state == "done" and get_job(ctx.store, elsewhere).state == "queued"
+    assert "lost" in set(jobs_frame(restarted)["state"])
+
+
+def test_replies_to_cut_prompts_say_so(ctx: StudioContext) -> None:
+    pid = ctx.store.create_project("long", k=2)
+    [long_id, short_id] = ctx.store.add_prompts(pid, [PromptRecord("tell me about the sea " * 120), PromptRecord("hi")])
+    job = ctx.jobs.wait(ctx.jobs.start(pid, ["tiny"], SamplingParams(temperature=1.0, max_new_tokens=4, seed=5)))
+    assert job.state == "done", job.error
+    assert job.truncated == 2 and "cut to the model's context" in job.summary()  # the long prompt's 2 replies
+    cut = [r.sampling.get("truncated_tokens", 0) for r in ctx.store.replies(long_id)]
+    assert cut and all(n > 0 for n in cut)
+    assert all("truncated_tokens" not in r.sampling for r in ctx.store.replies(short_id))

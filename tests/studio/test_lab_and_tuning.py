@@ -15,7 +15,7 @@ from studio import dpo_tab, sft_tab
 from studio.context import StudioContext
 from studio.training_screen import launch, preview
 from tests.studio.conftest import as_user
-from tests.studio.test_reward_tab import wait_for
+from tests.studio.test_reward_tab import data_folder, wait_for
 
 BOSS, ANA = as_user("boss"), as_user("ana")
 
@@ -57,20 +57,29 @@ def test_sft_from_a_project_and_dpo_from_a_snapshot(ctx: StudioContext) -> None:
     assert {"studio-sft", "studio-dpo"} <= set(names)  # both chat, generate candidates and can start PPO
 
 
-def test_bad_tuning_launches(ctx: StudioContext, tmp_path: Path) -> None:
+def test_bad_tuning_launches(ctx: StudioContext) -> None:
     settings = {"epochs": 1.0}
+    data = data_folder(ctx)
     with pytest.raises(gr.Error, match="Choose the data"):
         launch(ctx, sft_tab.SPEC, None, "tiny", settings, BOSS)
     with pytest.raises(gr.Error, match="does not exist"):
-        launch(ctx, sft_tab.SPEC, str(tmp_path / "none.jsonl"), "tiny", settings, BOSS)
+        launch(ctx, sft_tab.SPEC, str(data / "none.jsonl"), "tiny", settings, BOSS)
     ctx.store.create_project("unranked", k=2)
     with pytest.raises(gr.Error, match="no submitted rankings"):
         launch(ctx, sft_tab.SPEC, "project:unranked", "tiny", settings, BOSS)
     with pytest.raises(gr.Error, match="cannot read a project"):
         launch(ctx, dpo_tab.SPEC, "project:unranked", "tiny", settings, BOSS)
-    (tmp_path / "d.jsonl").write_text('{"instruction": "a", "response": "b"}\n')
+    (data / "d.jsonl").write_text('{"instruction": "a", "response": "b"}\n')
     with pytest.raises(gr.Error, match="method must be one of"):
-        launch(ctx, sft_tab.SPEC, str(tmp_path / "d.jsonl"), "tiny", {"method": "magic"}, BOSS)
+        launch(ctx, sft_tab.SPEC, str(data / "d.jsonl"), "tiny", {"method": "magic"}, BOSS)
     with pytest.raises(gr.Error, match="admin"):
-        launch(ctx, sft_tab.SPEC, str(tmp_path / "d.jsonl"), "tiny", settings, ANA)
+        launch(ctx, sft_tab.SPEC, str(data / "d.jsonl"), "tiny", settings, ANA)
+    # The data's first records are read before a run folder exists; so is register_as.
+    (data / "alpaca-ish.jsonl").write_text('{"instruction": "a"}\n')
+    with pytest.raises(gr.Error, match="needs 'response' \\(dolly\\) or 'output' \\(alpaca\\)"):
+        launch(ctx, sft_tab.SPEC, str(data / "alpaca-ish.jsonl"), "tiny", settings, BOSS)
+    with pytest.raises(gr.Error, match="register_as: model name 'no way' is not allowed"):
+        launch(ctx, sft_tab.SPEC, str(data / "d.jsonl"), "tiny", {**settings, "register_as": "No Way"}, BOSS)
+    with pytest.raises(gr.Error, match="not a snapshot folder"):
+        launch(ctx, dpo_tab.SPEC, str(data), "tiny", settings, BOSS)
     assert ctx.launcher.runs() == []

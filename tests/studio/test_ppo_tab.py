@@ -17,7 +17,7 @@ from studio import chat, ppo_tab
 from studio.context import StudioContext
 from studio.run_monitor import run_detail
 from tests.studio.conftest import as_user
-from tests.studio.test_reward_tab import wait_for
+from tests.studio.test_reward_tab import data_folder, wait_for
 
 BOSS, ANA = as_user("boss"), as_user("ana")
 SETTINGS = {"steps": 4, "batch_size": 8, "minibatch_size": 4, "max_new_tokens": 8, "learning_rate": 3e-3, "register_as": "studio-ppo"}
@@ -77,22 +77,29 @@ def test_ppo_from_a_project_closes_the_loop(ctx: StudioContext) -> None:
     assert models == {"studio-ppo", "tiny"}
 
 
-def test_bad_ppo_launches_are_refused(ctx: StudioContext, tmp_path: Path, tiny_encoder_dir: Path) -> None:
+def test_bad_ppo_launches_are_refused(ctx: StudioContext, tiny_encoder_dir: Path) -> None:
     ctx.registry.add(tiny_encoder_dir, name="tiny-enc")
-    (tmp_path / "p.txt").write_text("hello\n")
+    data = data_folder(ctx)
+    (data / "p.txt").write_text("hello\n")
+    (data / "no-prompt.jsonl").write_text('{"question": "where?"}\n')
+    good = str(data / "p.txt")
     cases = [
         ((None, "tiny", rewards()), "Choose the prompts"),
-        ((str(tmp_path / "p.txt"), "tiny", []), "at least one reward source"),
-        ((str(tmp_path / "p.txt"), "tiny-enc", rewards()), "must be a causal LM"),
-        ((str(tmp_path / "p.txt"), "tiny", rewards(reward_model="ghost")), "unknown model"),
-        ((str(tmp_path / "missing.jsonl"), "tiny", rewards()), "does not exist"),
+        ((good, "tiny", []), "at least one reward source"),
+        ((good, "tiny-enc", rewards()), "must be a causal LM"),
+        ((good, "tiny", rewards(reward_model="ghost")), "unknown model"),
+        ((good, "tiny", rewards(reward_model="tiny")), "rewards\\[0\\] \\(model\\): tiny is a causal-lm model; it must be reward-model"),
+        ((str(data / "missing.jsonl"), "tiny", rewards()), "does not exist"),
+        ((str(data / "no-prompt.jsonl"), "tiny", rewards()), "no-prompt.jsonl:1: no 'prompt', 'messages' or 'instruction' field"),
         (("project:nope", "tiny", rewards()), "nope"),
     ]
     for (prompts, policy, specs), message in cases:
         with pytest.raises(gr.Error, match=message):
             ppo_tab.launch(ctx, prompts, policy, specs, SETTINGS, BOSS)
     with pytest.raises(gr.Error, match="admin"):
-        ppo_tab.launch(ctx, str(tmp_path / "p.txt"), "tiny", rewards(), SETTINGS, ANA)
+        ppo_tab.launch(ctx, good, "tiny", rewards(), SETTINGS, ANA)
     with pytest.raises(gr.Error, match="minibatch_size"):
-        ppo_tab.launch(ctx, str(tmp_path / "p.txt"), "tiny", rewards(), {**SETTINGS, "minibatch_size": 64}, BOSS)
-    assert ctx.launcher.runs() == []
+        ppo_tab.launch(ctx, good, "tiny", rewards(), {**SETTINGS, "minibatch_size": 64}, BOSS)
+    with pytest.raises(gr.Error, match="unknown model 'ghost-value'"):
+        ppo_tab.launch(ctx, good, "tiny", rewards(), {**SETTINGS, "value_model": "ghost-value"}, BOSS)
+    assert ctx.launcher.runs() == [] and not ctx.launcher.root.exists()

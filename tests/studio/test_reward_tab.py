@@ -26,6 +26,13 @@ BOSS, ANA = as_user("boss"), as_user("ana")
 WORDS = ["capital", "France", "Paris", "reward", "model", "policy", "sea", "light"]
 
 
+def data_folder(ctx: StudioContext) -> Path:
+    """The first data folder ($STUDIO_HOME/data): where an admin's typed paths may point."""
+    folder = ctx.data_roots[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def wait_for(predicate, timeout: float = 240.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -86,20 +93,31 @@ def test_rankings_to_reward_model_to_try_it(rm_ctx: StudioContext) -> None:
     assert "prefers reply B" in verdict
 
 
-def test_bad_launches_are_refused_and_make_no_run(rm_ctx: StudioContext, tmp_path: Path) -> None:
+def test_bad_launches_are_refused_and_make_no_run(rm_ctx: StudioContext) -> None:
     ctx = rm_ctx
+    data = data_folder(ctx)
     with pytest.raises(gr.Error, match="Choose a snapshot"):
         reward_tab.launch(ctx, None, "tiny-enc", SETTINGS, BOSS)
     with pytest.raises(gr.Error, match="does not exist"):
-        reward_tab.launch(ctx, str(tmp_path / "nope.jsonl"), "tiny-enc", SETTINGS, BOSS)
-    (tmp_path / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+        reward_tab.launch(ctx, str(data / "nope.jsonl"), "tiny-enc", SETTINGS, BOSS)
+    (data / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
     with pytest.raises(gr.Error, match="unknown model"):
-        reward_tab.launch(ctx, str(tmp_path / "pairs.jsonl"), "no-such-model", SETTINGS, BOSS)
+        reward_tab.launch(ctx, "pairs.jsonl", "no-such-model", SETTINGS, BOSS)  # relative: inside the first data folder
     with pytest.raises(gr.Error, match="method must be"):
-        reward_tab.launch(ctx, str(tmp_path / "pairs.jsonl"), "tiny-enc", {**SETTINGS, "method": "magic"}, BOSS)
+        reward_tab.launch(ctx, str(data / "pairs.jsonl"), "tiny-enc", {**SETTINGS, "method": "magic"}, BOSS)
     with pytest.raises(gr.Error, match="admin"):
-        reward_tab.launch(ctx, str(tmp_path / "pairs.jsonl"), "tiny-enc", SETTINGS, ANA)
-    assert ctx.launcher.runs() == []
+        reward_tab.launch(ctx, str(data / "pairs.jsonl"), "tiny-enc", SETTINGS, ANA)
+    # Checked before a run folder exists: the data's records, the held-out file, register_as.
+    (data / "bad.jsonl").write_text('{"prompt": "p", "chosen": "a"}\n')
+    with pytest.raises(gr.Error, match="bad.jsonl line 1: needs 'chosen' and 'rejected'"):
+        reward_tab.launch(ctx, str(data / "bad.jsonl"), "tiny-enc", SETTINGS, BOSS)
+    with pytest.raises(gr.Error, match="eval_data: .*gone.jsonl not found"):
+        reward_tab.launch(ctx, str(data / "pairs.jsonl"), "tiny-enc", {**SETTINGS, "eval_data": str(data / "gone.jsonl")}, BOSS)
+    with pytest.raises(gr.Error, match="register_as: 'minilm-l6' is a built-in model name"):
+        reward_tab.launch(ctx, str(data / "pairs.jsonl"), "tiny-enc", {**SETTINGS, "register_as": "minilm-l6"}, BOSS)
+    with pytest.raises(gr.Error, match="register_as: a model called 'tiny' is already registered"):
+        reward_tab.launch(ctx, str(data / "pairs.jsonl"), "tiny-enc", {**SETTINGS, "register_as": "tiny"}, BOSS)
+    assert ctx.launcher.runs() == [] and not ctx.launcher.root.exists()
     with pytest.raises(gr.Error, match="Choose a reward model"):
         reward_tab.try_it(ctx, None, "p", "a", "b", BOSS)
     with pytest.raises(gr.Error, match="not a reward model"):
