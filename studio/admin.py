@@ -21,9 +21,10 @@ from annotations.store import StoreError
 from rlhf.generation import SamplingParams
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
+from studio.candidates import jobs_frame
 from studio.context import StudioContext
 from studio.login_guard import recent_failures
-from studio.permissions import MANAGE_ACCOUNTS, READ_RESULTS, TRAIN, WRITE_CONTENT, current_user, require
+from studio.permissions import MANAGE_ACCOUNTS, READ_RESULTS, TRAIN, WRITE_CONTENT, allowed, current_user, require
 from studio.render import UserError, bar_chart
 
 SHAPES = ["auto", "prompt", "dolly", "alpaca", "preference", "hh-rlhf"]
@@ -108,12 +109,12 @@ def start_generation(
     request: gr.Request | None,
 ) -> int:
     """Start filling the project's prompts up to k replies; returns the job id."""
-    require(ctx.store, request, TRAIN)
+    user = require(ctx.store, request, TRAIN)
     if not project:
         raise UserError("Choose a project.")
     try:
         params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens))
-        job = ctx.jobs.start(ctx.store.project(project).id, list(models or []), params)
+        job = ctx.jobs.start(ctx.store.project(project).id, list(models or []), params, owner=user.name)
     except (ValueError, StoreError, ModelError) as exc:
         raise _fail(exc) from exc
     return job.id
@@ -369,6 +370,8 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     gen_max = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
                 gen_btn = gr.Button("Generate candidate replies", variant="primary", elem_id="gen-start")
                 gen_bar = gr.HTML(elem_id="gen-progress")
+                # Every job's record, this studio's and earlier ones': failed and lost jobs keep their reason.
+                gen_jobs = gr.Dataframe(label="Recent jobs (state and reason)", interactive=False, wrap=True, elem_id="gen-jobs")
                 job_id = gr.State(None)
                 timer = gr.Timer(1.0, active=False)
 
@@ -458,12 +461,18 @@ def build(ctx: StudioContext) -> gr.Blocks:
         def on_tick(jid, request: gr.Request):
             require(ctx.store, request, TRAIN)
             bar, running = job_status(ctx, jid)
-            return bar, gr.Timer(active=running)
+            return bar, gr.Timer(active=running), jobs_frame(ctx.jobs)
+
+        def on_jobs(request: gr.Request):
+            if not allowed(current_user(ctx.store, request), TRAIN):  # annotators load the page too; no toast for them
+                return gr.skip()
+            return jobs_frame(ctx.jobs)
 
         gen_btn.click(
             on_generate, [gen_project, gen_models, gen_temp, gen_top_p, gen_max], [job_id, gen_bar, timer], api_name="generate_candidates"
         )
-        timer.tick(on_tick, job_id, [gen_bar, timer], api_name=False, show_progress="hidden")
+        timer.tick(on_tick, job_id, [gen_bar, timer, gen_jobs], api_name=False, show_progress="hidden")
+        screen.load(on_jobs, None, gen_jobs, api_name=False)
 
         def on_add(name, pw, r, request: gr.Request):
             return add_person(ctx, name, pw, r, request), ""
