@@ -6,6 +6,7 @@ the screen (a subprocess) -> the registered model scores replies in the "try it"
 
 from __future__ import annotations
 
+import stat
 import time
 from pathlib import Path
 
@@ -80,6 +81,11 @@ def test_rankings_to_reward_model_to_try_it(rm_ctx: StudioContext) -> None:
     wait_for(lambda: not ctx.launcher.state(run).alive, what="the reward run to end")
     assert ctx.launcher.state(run).state == "finished", run.tail_log()
     assert (run.path / "config.yaml").read_text().count("register_as: studio-rm") == 1
+    # Owner-only: the runs folder and the run's folder 0700, what the studio and the trainer wrote 0600.
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (ctx.launcher.root, run.path)} == {0o700}
+    written = [p for p in run.path.rglob("*") if p.is_file()]
+    assert {"config.yaml", "status.json", "run.log", "events.jsonl", "metrics.json"} <= {p.name for p in written}
+    assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in written)
     metrics = run.metrics()
     assert metrics["eval_accuracy"] >= 0.9 and metrics["registered_as"] == "studio-rm"
     losses = [e["loss"] for e in run.events() if "loss" in e]
@@ -158,7 +164,12 @@ def test_a_process_that_dies_without_reporting_is_shown_as_failed(rm_ctx: Studio
     wait_for(lambda: ctx.launcher.state(run).state != "running", what="the launcher to notice")
     assert ctx.launcher.state(run).state == "failed"
     assert "exited with status -9" in run.status()["error"]
+    row = runs_frame(ctx.launcher, "reward", reward_tab.METRICS).iloc[0]
+    assert row["state"] == "failed" and "exited with status -9" in row["error"]  # the runs table says why
     # A studio that did not start a run whose process vanished calls it lost, not running.
     run.set_status(state="running", error=None)
-    lost = RunLauncher(ctx.launcher.root).state(run)
+    restarted = RunLauncher(ctx.launcher.root)
+    lost = restarted.state(run)
     assert lost.state == "lost" and not lost.alive and "gone" in lost.error
+    row = runs_frame(restarted, "reward", reward_tab.METRICS).iloc[0]
+    assert row["state"] == "lost" and "gone without reporting" in row["error"]
