@@ -11,13 +11,14 @@ from collections.abc import Iterator
 import gradio as gr
 
 from annotations.importers import prompt_from_messages
+from annotations.limits import Limits
 from annotations.store import ReplyRecord, StoreError
 from rlhf.generation import SamplingParams, text_content
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from studio.context import StudioContext
 from studio.permissions import CHAT, WRITE_CONTENT, allowed, require
-from studio.render import UserError, markdown_html
+from studio.render import UserError, markdown_html, warn
 
 History = list[dict]
 # Empty: the model's chat template supplies its own default system prompt.
@@ -30,9 +31,13 @@ MAX_NEW_TOKENS = 1024
 
 
 def add_user_message(message: str, history: History | None) -> tuple[str, History]:
-    """Append the user's message; the box is cleared. Empty messages are refused."""
+    """Append the user's message; the box is cleared. Empty or oversized messages are refused."""
     if not message or not message.strip():
         raise UserError("Type a message first.")
+    try:
+        Limits.from_env().check("prompt", message.strip(), "this message")
+    except StoreError as exc:
+        raise UserError(str(exc)) from exc
     return "", [*(history or []), {"role": "user", "content": message.strip()}]
 
 
@@ -73,9 +78,16 @@ def stream_reply(
     conversation = [{"role": m["role"], "content": m["content"]} for m in history]
     reply = {"role": "assistant", "content": ""}
     shown = [*history, reply]
-    for text in engine.stream(conversation, params, system=system.strip() or None):
+    info: dict = {}
+    for text in engine.stream(conversation, params, system=system.strip() or None, info=info):
         reply["content"] = text
         yield shown
+    if info.get("truncated_tokens"):
+        # The model never saw the start of a conversation longer than its context: say so.
+        warn(
+            f"The conversation is longer than {model or DEFAULT_CHAT_MODEL} can read: its first "
+            f"{info['truncated_tokens']} tokens were left out of this reply. Clear the chat to start afresh."
+        )
     yield shown
 
 
@@ -113,8 +125,8 @@ def send_to_queue(
     """Put the conversation's last question into a project's queue, with replies up to k (admins only).
 
     The chat's own answer (if any) becomes the first candidate; the model writes the rest with
-    sampling (temperature at least 0.7, so the candidates differ). Annotators may not: the
-    history comes from the browser, so its "model" answer could be anything they typed.
+    sampling (temperature at least 0.7, so the candidates differ). Annotators may not: only
+    admins put prompts and replies into a project.
     """
     require(ctx.store, request, WRITE_CONTENT)
     if not project:

@@ -91,3 +91,23 @@ def test_chat_needs_a_login_and_bounds_the_reply(ctx: StudioContext) -> None:
         list(chat.stream_reply(ctx, history, "tiny", "", 0, 0.95, 8, -1, None))
     with pytest.raises(gr.Error, match="at most 1024"):
         list(chat.stream_reply(ctx, history, "tiny", "", 0, 0.95, 10**9, -1, as_user("ana")))
+
+
+def test_a_conversation_longer_than_the_context_is_cut_with_a_visible_note(ctx: StudioContext, monkeypatch) -> None:
+    import studio.chat as chat_module
+
+    notes: list[str] = []
+    monkeypatch.setattr(chat_module, "warn", notes.append)
+    long = " ".join(f"word{i}" for i in range(3000))  # far beyond the tiny model's context
+    shown = _reply(ctx, [{"role": "user", "content": long}])
+    assert shown[-1][-1]["role"] == "assistant"
+    assert notes and "tokens were left out" in notes[0]
+    notes.clear()
+    _reply(ctx, [{"role": "user", "content": "short"}])
+    assert notes == []
+
+
+def test_an_oversized_message_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("STUDIO_MAX_PROMPT_CHARS", "100")
+    with pytest.raises(gr.Error, match="more than the limit of 100"):
+        chat.add_user_message("x" * 101, [])
