@@ -113,6 +113,7 @@ KEYBOARD_JS = """
 <style>
 #rank-home-list .wrap { flex-direction: column; align-items: stretch; }
 #rank-home-list label { justify-content: flex-start; }
+#rank-home-button { align-self: flex-start; width: auto; }
 .reply-label { margin: 0 0 6px 0; }
 </style>
 """
@@ -385,10 +386,11 @@ def project_names(ctx: StudioContext, request: gr.Request | None) -> list[str]:
 def build(ctx: StudioContext) -> gr.Blocks:
     with gr.Blocks(title="Rank replies") as screen:
         with gr.Column(elem_id="ranking-screen"):
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 project = gr.Dropdown(choices=[], value=None, allow_custom_value=True, label="Project", scale=2, elem_id="rank-project")
-                home_btn = gr.Button("All projects", elem_id="rank-home-button", scale=1, size="sm")
-                progress_md = gr.Markdown(elem_id="rank-progress")
+                with gr.Column(scale=3):
+                    progress_md = gr.Markdown(elem_id="rank-progress")
+                    home_btn = gr.Button("All projects", elem_id="rank-home-button", size="sm", variant="secondary", min_width=120)
             with gr.Column(visible=False, elem_id="rank-home") as home_col:
                 gr.Markdown("#### Your projects\nProjects with work for you come first; pick one to start.", elem_classes="hint")
                 home_list = gr.Radio(choices=[], label="Projects", show_label=False, elem_id="rank-home-list")

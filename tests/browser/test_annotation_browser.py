@@ -60,6 +60,10 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     login(page, url, "admin", ADMIN_PASSWORD)
     page.get_by_role("tab", name="Admin").click()
     page.get_by_role("tab", name="Projects").click()
+    page.fill("#new-project-name textarea", "demo")  # first and empty: annotators must not land here
+    page.fill("#new-project-k input", "2")
+    page.click("#create-project")
+    _status(page, "project-status", "Created project demo")
     page.fill("#new-project-name textarea", "triage")
     page.fill("#new-project-k input", "3")
     page.fill("#new-project-min input", "1")
@@ -107,11 +111,13 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     page.wait_for_timeout(1500)
     shot("admin_dashboard")
 
-    # -- annotator: mouse, keyboard, an incomplete ranking, a reload mid-draft, a skip ------------
+    # -- annotator: lands on the project with work, mouse, keyboard, an incomplete ranking, a reload,
+    # a skip, undo ------------------------------------------------------------------------------------
     page.goto(url + "/logout")
     login(page, url, "ana", "ana-password-1")
     assert page.get_by_role("tab", name="Admin").count() == 0 or not page.get_by_role("tab", name="Admin").is_visible()
-    _status(page, "rank-progress", "0 ranked")
+    _status(page, "rank-progress", "0 ranked · 0 skipped · 4 left for you · 0 held by others")
+    assert page.input_value("#rank-project input") == "triage"  # not the empty demo project
     assert "<script>" in page.inner_text("#rank-prompt") or "What is" in page.inner_text("#rank-prompt")
     assert page.evaluate("() => !document.querySelector('#rank-prompt script')")  # shown as text, never run
     shot("rank_ranking_mode")
@@ -122,35 +128,62 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     _status(page, "rank-status", "Saved.")
     _status(page, "rank-progress", "1 ranked")
 
-    page.click("#rank-prompt")  # keyboard: no reply focused, so digits fill the first unranked reply
+    # keyboard: after a submit the first reply has the focus, so digits rank at once
+    page.wait_for_function("() => document.activeElement?.closest('#reply-card-0')", timeout=10_000)
     for key in ("1", "3", "2"):
         page.keyboard.press(key)
     page.keyboard.press("Enter")
     _status(page, "rank-progress", "2 ranked")
 
-    page.click("#rank-0 input[value='1']")  # incomplete: refused, nothing stored
-    page.wait_for_timeout(800)  # the draft is saved on each change
+    # incomplete: a warning, nothing stored, and the screen stays usable (no reload needed)
+    page.click("#rank-0 input[value='1']")
     page.click("#rank-submit")
     assert "rank every reply before submitting" in _toast(page)
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => [...document.querySelectorAll('#rank-work .error')].filter(e => e.offsetParent).length") == 0
     _status(page, "rank-progress", "2 ranked")
+    page.click("#rank-1 input[value='2']")
+    page.click("#rank-2 input[value='3']")
+    page.click("#rank-submit")
+    _status(page, "rank-progress", "3 ranked")
+
+    # a reload mid-draft brings the draft back
+    page.click("#rank-0 input[value='1']")
+    _status(page, "rank-draft", "Draft saved.")
     page.reload()
-    _status(page, "rank-progress", "2 ranked")
+    _status(page, "rank-progress", "3 ranked")
     page.wait_for_function("() => document.querySelector('#rank-0 input[value=\"1\"]')?.checked", timeout=15_000)
+    assert "Draft saved" not in page.inner_text("#rank-draft")
     shot("rank_draft_restored")
 
     page.fill("#skip-reason textarea", "replies are unreadable")
     page.click("#rank-skip")
     _status(page, "rank-status", "Skipped.")
-    _status(page, "rank-progress", "3 ranked")
+    _status(page, "rank-progress", "3 ranked · 1 skipped · 0 left for you")
+    # nothing left here: the home view lists the projects, the finished one shown as such
+    page.wait_for_selector("#rank-home", state="visible", timeout=15_000)
+    assert "triage — nothing left for you · you: 3 ranked, 1 skipped" in page.inner_text("#rank-home")
+    assert "demo — no prompts yet" in page.inner_text("#rank-home")
     shot("rank_after_skip")
+
+    # undo: the skip comes back as a draft (its ranks kept), then is skipped again
+    page.click("#rank-undo")
+    _status(page, "rank-status", "Took back your last skip")
+    _status(page, "rank-progress", "3 ranked · 0 skipped · 1 left for you")
+    page.wait_for_selector("#rank-work", state="visible", timeout=15_000)
+    assert page.is_checked("#rank-0 input[value='1']")
+    shot("rank_undo")
+    page.fill("#skip-reason textarea", "replies are unreadable")
+    page.click("#rank-skip")
+    _status(page, "rank-progress", "3 ranked · 1 skipped · 0 left for you")
 
     # -- an annotator who reaches admin endpoints directly is refused on the server --------------
     from gradio_client import Client
 
     ana = Client(url, auth=("ana", "ana-password-1"), verbose=False)
-    with pytest.raises(Exception, match="Only admins"):
+    with pytest.raises(Exception, match="Only admins|Not allowed"):
         ana.predict("sneaky", 2, 1, "", api_name="/create_project")
-    with pytest.raises(Exception, match="Only admins"):
+    with pytest.raises(Exception, match="Only admins|Not allowed"):
         ana.predict("mallory", "password-123", "admin", api_name="/add_annotator")
     admin = Client(url, auth=("admin", ADMIN_PASSWORD), verbose=False)
     assert "Created project" in admin.predict("duel", 2, 2, "A or B?", api_name="/create_project")
@@ -163,14 +196,27 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     dash = admin.predict("triage", api_name="/dashboard")  # through Gradio's own output processing
     assert "Completion per project" in dash[0] and "4 submitted" not in dash[2] and "ana" in dash[2]
     assert "Imported **2** prompts" in admin.predict("duel", handle_file(str(pairs)), "auto", False, api_name="/import_file")
-    pick(page, "rank-project", "duel")
+    # the home view: duel (work) comes first; choosing it from the list gives the keys to the replies
+    page.click("#rank-home-button")
+    _status(page, "rank-home-list", "duel — 2 left for you")
+    home = page.inner_text("#rank-home-list")
+    assert home.index("duel —") < home.index("demo — no prompts yet") < home.index("triage — nothing left for you")
+    shot("rank_home")
+    page.click("#rank-home-list label:has-text('duel')")
     page.wait_for_selector("#pairwise-row", state="visible", timeout=15_000)
+    page.wait_for_function("() => document.activeElement?.closest('#reply-card-0')", timeout=10_000)
     shot("rank_pairwise_mode")
-    page.evaluate("() => document.activeElement && document.activeElement.blur()")  # leave the project list
     page.keyboard.press("b")
     _status(page, "rank-status", "Saved.")
+    # the same from the project list: right after choosing, keys rank (they do not type into the list)
+    page.click("#rank-home-button")
+    page.wait_for_selector("#rank-home", state="visible", timeout=15_000)
+    pick(page, "rank-project", "duel")
+    page.wait_for_selector("#pairwise-row", state="visible", timeout=15_000)
+    page.wait_for_function("() => document.activeElement?.closest('#reply-card-0')", timeout=10_000)
     page.keyboard.press("x")
     _status(page, "rank-status", "Nothing left to rank")
+    assert page.input_value("#rank-project input") == "duel"
 
     # -- the admin freezes a snapshot from the console --------------------------------------------
     page.goto(url + "/logout")
@@ -251,12 +297,14 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
         replies = {pid: [r.id for r in store.replies(pid)] for (pid,) in store.query("SELECT id FROM prompts")}
         texts = {t: pid for pid, t in store.query("SELECT id, text FROM prompts")}
     by_status = [r[1] for r in rows]
-    assert by_status.count("submitted") == 4 and by_status.count("skipped") == 1
-    mouse, keyboard = rows[0], rows[1]
+    assert by_status.count("submitted") == 5 and by_status.count("skipped") == 1 and len(rows) == 6
+    mouse, keyboard, fixed = rows[0], rows[1], rows[2]
     ids = replies[texts[mouse[0]]]
     assert json.loads(mouse[2]) == {str(ids[0]): 2, str(ids[1]): 1, str(ids[2]): 3}
     ids = replies[texts[keyboard[0]]]
     assert json.loads(keyboard[2]) == {str(ids[0]): 1, str(ids[1]): 3, str(ids[2]): 2}
+    ids = replies[texts[fixed[0]]]
+    assert json.loads(fixed[2]) == {str(ids[0]): 1, str(ids[1]): 2, str(ids[2]): 3}  # the refused one, completed
     skipped = next(r for r in rows if r[1] == "skipped")
     assert skipped[3] == "replies are unreadable"
     duel = [r for r in rows if r[0].startswith("Say hi")]
