@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from annotations.limits import Limits
+from annotations.membership import may_rank, open_projects
 from annotations.store import Project, Prompt, Reply, Store, StoreError, _prompt
 
 LEASE = timedelta(minutes=30)
@@ -197,7 +198,12 @@ def _item(cur: duckdb.DuckDBPyConnection, project: Project, prompt: Prompt, anno
 
 
 def next_prompt(store: Store, project_id: int, annotator_id: int, claim: bool = True) -> QueueItem | None:
-    """The next prompt for this annotator in this project, or None when nothing is left."""
+    """The next prompt for this annotator in this project, or None when nothing is left.
+
+    Refused (StoreError) for a project that lists its members and not this annotator.
+    """
+    if not may_rank(store, project_id, annotator_id):
+        raise StoreError("this project is not open to you; ask an admin to add you to it")
     cutoff = _now() - LEASE
     with store.transaction() as cur:
         _check_annotator(cur, annotator_id)
@@ -446,5 +452,5 @@ def progress(store: Store, project_id: int, annotator_id: int) -> Progress:
 def overview(store: Store, annotator_id: int) -> list[ProjectWork]:
     """Every project with this annotator's progress in it; projects with work for them first, then by name."""
     stats = _progress_rows(store, annotator_id, None)
-    work = [ProjectWork(p, stats[p.id]) for p in store.projects() if p.id in stats]
+    work = [ProjectWork(p, stats[p.id]) for p in open_projects(store, annotator_id) if p.id in stats]
     return sorted(work, key=lambda w: (not w.has_work, w.project.name.lower()))

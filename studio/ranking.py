@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from annotations.accounts import Annotator
+from annotations.membership import open_projects
 from annotations.queue import (
     UNDO_WINDOW,
     NotADraft,
@@ -379,8 +380,8 @@ def keep_draft(ctx: StudioContext, state: dict | None, ranks: list, rationale: s
 
 def project_names(ctx: StudioContext, request: gr.Request | None) -> list[str]:
     """The project list of the dropdown: names only."""
-    _user(ctx, request)
-    return [p.name for p in ctx.store.projects()]
+    user = _user(ctx, request)
+    return [p.name for p in open_projects(ctx.store, user.id)]
 
 
 def build(ctx: StudioContext) -> gr.Blocks:

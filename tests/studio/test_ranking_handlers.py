@@ -309,3 +309,18 @@ def test_rationale_and_skip_reason_over_the_limit_warn_and_store_nothing(ctx: St
     with pytest.warns(UserWarning, match="Draft not saved: .*more than the limit of 50"):
         assert ranking.keep_draft(ctx, view.state, ["1", None, None], "z" * 51, ANA) == "Draft not saved."
     assert _rows(ctx) == before
+
+
+def test_a_project_with_members_is_hidden_from_and_refused_to_others(ctx: StudioContext) -> None:
+    from annotations.membership import set_members
+
+    fill(ctx, "open", k=2, prompts=1)
+    closed = fill(ctx, "closed", k=2, prompts=1)
+    add_annotator(ctx.store, "ben", "ben-password")
+    set_members(ctx.store, closed, ["ben"])
+    assert ranking.project_names(ctx, ANA) == ["open"]
+    assert [name for _, name in ranking.home(ctx, ANA).home] == ["open"]
+    view = _warned(lambda: ranking.open_project(ctx, "closed", ANA), "not open to you")
+    assert view is None and _count(ctx, "draft") == 0  # nothing served, nothing claimed
+    assert ranking.open_project(ctx, "closed", as_user("ben")).state["prompt_id"]
+    assert "closed" in ranking.project_names(ctx, BOSS)
