@@ -16,6 +16,8 @@ import os
 import re
 from dataclasses import dataclass
 
+import duckdb
+
 from annotations.store import Store, StoreError
 
 ROLES = ("annotator", "admin", "import")
@@ -85,12 +87,21 @@ def add_annotator(store: Store, name: str, password: str | None, role: str = "an
 
 def import_annotator(store: Store, name: str = "import") -> int:
     """The id of the pseudo-annotator owning imported preferences (created on first use)."""
-    rows = store.query("SELECT id, role FROM annotators WHERE name = ?", [name])
-    if rows:
-        if rows[0][1] != "import":
+    with store.transaction() as cur:
+        return import_annotator_in(cur, name)
+
+
+def import_annotator_in(cur: duckdb.DuckDBPyConnection, name: str = "import") -> int:
+    """:func:`import_annotator` inside an open transaction: an import that fails leaves no account behind."""
+    name = name.strip()
+    if not NAME_RE.match(name):
+        raise StoreError(f"annotator name {name!r} is not allowed: letters, digits, '.', '_', '@', '-' (at most 64)")
+    row = cur.execute("SELECT id, role FROM annotators WHERE name = ?", [name]).fetchone()
+    if row:
+        if row[1] != "import":
             raise StoreError(f"{name!r} is a real annotator; choose another name for imported rankings")
-        return rows[0][0]
-    return add_annotator(store, name, None, role="import")
+        return row[0]
+    return cur.execute("INSERT INTO annotators (name, role, password_hash) VALUES (?, 'import', NULL) RETURNING id", [name]).fetchone()[0]
 
 
 def annotators(store: Store, include_import: bool = False) -> list[Annotator]:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from annotations import accounts
 from annotations.agreement import project_agreement
-from annotations.importers import import_file
+from annotations.importers import ImportFailed, import_file
 from annotations.membership import members, set_members
 from annotations.snapshot import create_snapshot, list_snapshots
 from annotations.store import StoreError
@@ -87,12 +87,18 @@ def import_upload(ctx: StudioContext, project: str, file: str | None, shape: str
     try:
         proj = ctx.store.project(project)
         report = import_file(ctx.store, proj.id, Path(file), shape=shape or "auto", skip_invalid=bool(skip_invalid))
+    except ImportFailed as exc:
+        # The hint in this screen's words (its checkbox), not the command line's flag.
+        hint = exc.hint("tick 'Leave bad records out'")
+        return f"**Import failed; nothing was written.**\n\n{html.escape(str(exc))}" + (f"\n\n{html.escape(hint)}" if hint else "")
     except StoreError as exc:
         # Shown on the page, not in a toast: the admin needs the line number while fixing the file.
         return f"**Import failed; nothing was written.**\n\n{html.escape(str(exc))}"
     shapes = ", ".join(f"{n} {k}" for k, n in report.shapes.items())
     text = f"Imported **{report.prompts}** prompts, {report.replies} replies, {report.rankings} rankings ({shapes})"
     text += f" into **{html.escape(proj.name)}**."
+    if report.duplicates:
+        text += f"\n\n{html.escape(report.duplicates_note())}"
     if report.skipped:
         text += "\n\nLeft out:\n" + "\n".join(f"- {html.escape(s)}" for s in report.skipped[:50])
     return text

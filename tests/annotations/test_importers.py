@@ -156,3 +156,123 @@ def test_unknown_project_and_missing_file(store: Store, tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="no project"):
         import_file(store, 42, _write(tmp_path / "p.jsonl", [{"prompt": "x"}]))
+
+
+# -- bulk writes: a short hold of the write lock, one transaction -------------------------------------
+def _statements_in_transactions(store: Store) -> list[int]:
+    """Counts of statements run inside each transaction of ``store`` from now on."""
+    from contextlib import contextmanager
+
+    counts: list[int] = []
+    real = store.transaction
+
+    @contextmanager
+    def counting():
+        with real() as cur:
+            counts.append(0)
+
+            class Counting:
+                def __getattr__(self, name):
+                    return getattr(cur, name)
+
+                def execute(self, *args):
+                    counts[-1] += 1
+                    return cur.execute(*args)
+
+            yield Counting()
+
+    store.transaction = counting
+    return counts
+
+
+@pytest.mark.parametrize("shape", ["prompt", "preference"])
+def test_an_import_writes_with_a_fixed_number_of_statements(store: Store, tmp_path: Path, shape: str) -> None:
+    pid = store.create_project("p")
+    counts = _statements_in_transactions(store)
+    for n in (5, 2000, 3):
+        rows = [{"prompt": f"q{n}-{i}", "chosen": "a", "rejected": "b"} for i in range(n)]
+        if shape == "prompt":
+            rows = [{"prompt": r["prompt"]} for r in rows]
+        report = import_file(store, pid, _write(tmp_path / f"{n}.jsonl", rows))
+        assert report.prompts == n
+    # One transaction per import, the same few statements whatever the size (the first import
+    # of preferences also creates the import account).
+    assert len(counts) == 3 and counts[1] == counts[2] <= 8 and counts[0] <= counts[1] + 1
+
+
+def test_reading_and_checking_happen_outside_the_write_lock(store: Store, tmp_path: Path, monkeypatch) -> None:
+    from annotations import importers
+
+    pid = store.create_project("p")
+    held: list[bool] = []
+    for name in ("parse_file", "_dedupe"):
+        real = getattr(importers, name)
+
+        def spy(*args, _real=real, **kwargs):
+            held.append(store._lock._is_owned())
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(importers, name, spy)
+    import_file(store, pid, _write(tmp_path / "p.jsonl", SHAPES["preference"]))
+    assert held == [False, False]
+
+
+def test_ids_and_rankings_of_a_bulk_import_fit_together(store: Store, tmp_path: Path) -> None:
+    pid = store.create_project("p")
+    rows = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(50)]
+    import_file(store, pid, _write(tmp_path / "p.jsonl", rows))
+    for prompt_id, ranks in store.query("SELECT prompt_id, ranks FROM rankings"):
+        replies = {r.id: r.text for r in store.replies(prompt_id)}
+        order = sorted(json.loads(ranks).items(), key=lambda kv: kv[1])
+        n = store.prompt(prompt_id).text[1:]
+        assert [replies[int(rid)] for rid, _ in order] == [f"good {n}", f"bad {n}"]
+    # Later writes take ids after the imported ones.
+    from annotations.store import PromptRecord
+
+    [later] = store.add_prompts(pid, [PromptRecord("later")])
+    assert later > max(p.id for p in store.prompts(pid) if p.text != "later")
+
+
+def test_a_failed_write_leaves_nothing_behind_not_even_the_import_account(store: Store, tmp_path: Path, monkeypatch) -> None:
+    from annotations import importers
+
+    pid = store.create_project("p")
+    real = importers.bulk_insert
+
+    def failing(cur, table, *args, **kwargs):
+        if table == "rankings":
+            raise RuntimeError("disk full")
+        return real(cur, table, *args, **kwargs)
+
+    monkeypatch.setattr(importers, "bulk_insert", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_file(store, pid, _write(tmp_path / "p.jsonl", SHAPES["preference"]))
+    assert _counts(store) == (0, 0, 0, 0)
+
+
+def test_prompts_that_land_during_an_import_count_as_duplicates(store: Store, tmp_path: Path) -> None:
+    from annotations.store import PromptRecord
+
+    pid = store.create_project("p")
+    real = store.transaction
+
+    def another_import_first():
+        store.transaction = real
+        store.add_prompts(pid, [PromptRecord("a")])  # commits after the import's duplicate check
+        return real()
+
+    store.transaction = another_import_first
+    report = import_file(store, pid, _write(tmp_path / "p.jsonl", [{"prompt": "a"}, {"prompt": "b"}]))
+    assert report.prompts == 1 and [d.reason for d in report.duplicates] == ["the same prompt is already in the project"]
+    assert sorted(p.text for p in store.prompts(pid)) == ["a", "b"]
+
+
+def test_import_as_a_real_annotator_is_refused_and_writes_nothing(store: Store, tmp_path: Path) -> None:
+    from annotations.accounts import add_annotator
+    from annotations.store import StoreError
+
+    pid = store.create_project("p")
+    add_annotator(store, "ana", "correct-horse")
+    with pytest.raises(StoreError, match="'ana' is a real annotator"):
+        import_file(store, pid, _write(tmp_path / "p.jsonl", SHAPES["preference"]), import_as="ana")
+    assert store.count_prompts(pid) == 0

@@ -87,3 +87,32 @@ def test_demo_seed_is_idempotent(tmp_path: Path) -> None:
         project = store.project(DEMO_PROJECT)
         assert store.count_prompts(project.id) == len(demo_prompts()) >= 20
         assert "Rank the replies" in project.guidelines
+
+
+def test_a_new_database_is_owner_only_and_an_existing_one_keeps_its_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        store.create_project("p")  # a write, so the write-ahead log exists
+        for f in (path, Path(f"{path}.wal")):
+            if f.exists():
+                assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    os.chmod(path, 0o640)  # the owner's choice for an existing file is left alone
+    Store(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_bulk_insert_takes_ids_from_the_sequence(tmp_path: Path) -> None:
+    from annotations.store import bulk_insert
+
+    with Store(tmp_path / "s.duckdb") as store:
+        pid = store.create_project("p")
+        [first] = store.add_prompts(pid, [PromptRecord("before")])
+        with store.transaction() as cur:
+            ids = bulk_insert(cur, "prompts", "prompt_id_seq", {"project_id": [pid, pid], "text": ["a", "b"]})
+            assert bulk_insert(cur, "prompts", "prompt_id_seq", {"project_id": [], "text": []}) == []
+        [after] = store.add_prompts(pid, [PromptRecord("after")])
+        assert first < min(ids) and max(ids) < after
+        assert [p.text for p in store.prompts(pid)] == ["before", "a", "b", "after"]
