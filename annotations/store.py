@@ -230,9 +230,7 @@ class Store:
     # -- projects ----------------------------------------------------------------------------
     def create_project(self, name: str, guidelines: str = "", k: int = 2, min_submitted: int = 1, mode: str | None = None) -> int:
         """Create a project; returns its id. Pairwise mode needs k = 2."""
-        name = name.strip()
-        if not name:
-            raise StoreError("a project needs a name")
+        name = check_name(name, "a project")
         if k < 2:
             raise StoreError(f"a project needs at least 2 replies per prompt to rank, got k={k}")
         if min_submitted < 1:
@@ -366,6 +364,24 @@ def _owner_only(path: Path) -> None:
         os.chmod(path, DB_FILE_MODE)
     except FileNotFoundError:
         pass
+
+
+# Names are shown in messages, lists and Markdown: no markup ([ ] make links and images, < >
+# tags and autolinks, ` code, a scheme or www. a bare link), no control or bidi characters.
+_NAME_FORBIDDEN = re.compile(r"[\[\]<>`\\\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]|://|www\.", re.I)
+
+
+def check_name(name: str, what: str) -> str:
+    """A project or template name, stripped; StoreError when it is empty, too long or holds markup."""
+    name = (name or "").strip()
+    if not name:
+        raise StoreError(f"{what} needs a name")
+    if len(name) > 100:
+        raise StoreError(f"{what} name has at most 100 characters")
+    bad = _NAME_FORBIDDEN.search(name)
+    if bad:
+        raise StoreError(f"{what} name cannot contain {bad.group()!r}: use letters, digits, spaces and simple punctuation")
+    return name
 
 
 def insert_prompt(cur: duckdb.DuckDBPyConnection, project_id: int, rec: PromptRecord) -> int:

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 
-from annotations.store import Store, StoreError
+from annotations.store import Store, StoreError, check_name
 
 
 def save_template(store: Store, name: str, body: dict) -> None:
     """Save (or replace) a template under ``name``."""
-    name = (name or "").strip()
-    if not name:
-        raise StoreError("a template needs a name")
-    if len(name) > 100:
-        raise StoreError("a template name has at most 100 characters")
+    name = check_name(name, "a template")
     payload = json.dumps(body)
     with store.transaction() as cur:
         cur.execute(

@@ -116,3 +116,25 @@ def test_bulk_insert_takes_ids_from_the_sequence(tmp_path: Path) -> None:
         [after] = store.add_prompts(pid, [PromptRecord("after")])
         assert first < min(ids) and max(ids) < after
         assert [p.text for p in store.prompts(pid)] == ["before", "a", "b", "after"]
+
+
+def test_project_and_template_names_hold_no_markup(store: Store) -> None:
+    from annotations.templates import save_template
+
+    assert store.project(store.create_project("  Team A (v2), #3  ")).name == "Team A (v2), #3"
+    for bad in (
+        "![x](https://evil.invalid/b.png)",
+        "[phish](https://evil.invalid)",
+        "<img src=x>",
+        "see https://evil.invalid",
+        "www.evil.invalid",
+        "`code`",
+        "a\u202eb",
+        "x" * 101,
+        "   ",
+    ):
+        with pytest.raises(StoreError):
+            store.create_project(bad)
+        with pytest.raises(StoreError):
+            save_template(store, bad, {"template": "{input}"})
+    assert [p.name for p in store.projects()] == ["Team A (v2), #3"]
