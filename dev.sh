@@ -50,7 +50,15 @@ case "${1:-}" in
     shift
     setup_python
     log "preparing the built-in models and the demo project"
-    "$VENV/bin/rlhf-studio" init
+    # init prepares the database the studio will open (--db FILE / --db=FILE, else the default).
+    db_args=()
+    prev=""
+    for arg in "$@"; do
+      if [ "$prev" = "--db" ]; then db_args=(--db "$arg"); fi
+      case "$arg" in --db=*) db_args=(--db "${arg#--db=}") ;; esac
+      prev="$arg"
+    done
+    "$VENV/bin/rlhf-studio" init "${db_args[@]}"
     log "starting the studio (http://127.0.0.1:7860 unless --port says otherwise; Ctrl+C stops it)"
     exec "$VENV/bin/python" launch.py "$@"
     ;;
