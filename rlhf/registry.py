@@ -171,15 +171,7 @@ class ModelRegistry:
             folder = minilm_folder()
         else:
             folder = Path(entry.path)
-        if not folder.is_dir():
-            raise ModelError(
-                f"model {entry.name!r} points at {folder}, which no longer exists; restore the folder "
-                f"or remove the entry with `rlhf-studio models remove {entry.name}`"
-            )
-        try:
-            inspect_folder(folder)
-        except ModelError as exc:
-            raise ModelError(f"model {entry.name!r} is unusable: {exc}") from exc
+        _check_entry_folder(entry, folder)
         return folder
 
     def prepare_smollm2(self) -> Path:
@@ -257,16 +249,7 @@ class ModelRegistry:
         if entry.builtin:
             smollm2_gguf() if entry.name == DEFAULT_CHAT_MODEL else minilm_folder()
             return entry
-        folder = Path(entry.path)
-        if not folder.is_dir():
-            raise ModelError(
-                f"model {entry.name!r} points at {folder}, which no longer exists; restore the folder "
-                f"or remove the entry with `rlhf-studio models remove {entry.name}`"
-            )
-        try:
-            inspect_folder(folder)
-        except ModelError as exc:
-            raise ModelError(f"model {entry.name!r} is unusable: {exc}") from exc
+        _check_entry_folder(entry, Path(entry.path))
         return entry
 
     def remove(self, name: str) -> None:
@@ -292,3 +275,16 @@ def _valid(folder: Path) -> bool:
         return True
     except ModelError:
         return False
+
+
+def _check_entry_folder(entry: ModelEntry, folder: Path) -> None:
+    """A registered model's folder still exists and is complete; ModelError saying what to do."""
+    if not folder.is_dir():
+        raise ModelError(
+            f"model {entry.name!r} points at {folder}, which no longer exists; restore the folder "
+            f"or remove the entry with `rlhf-studio models remove {entry.name}`"
+        )
+    try:
+        inspect_folder(folder)
+    except ModelError as exc:
+        raise ModelError(f"model {entry.name!r} is unusable: {exc}") from exc
