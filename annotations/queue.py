@@ -136,13 +136,16 @@ def _check_served(cur: duckdb.DuckDBPyConnection, annotator_id: int, prompt_id: 
     or what they finished). One message for every refusal: it tells nothing about other people's prompts.
     """
     if project_id is not None:
+        # The check and the project in one statement: every submission and draft save passes here.
         served = cur.execute(
-            "SELECT 1 FROM rankings r JOIN prompts p ON p.id = r.prompt_id "
+            "SELECT pr.id, pr.name, pr.guidelines, pr.k, pr.min_submitted, pr.mode FROM rankings r "
+            "JOIN prompts p ON p.id = r.prompt_id JOIN projects pr ON pr.id = p.project_id "
             "WHERE r.prompt_id = ? AND r.annotator_id = ? AND p.project_id = ?",
             [prompt_id, annotator_id, project_id],
         ).fetchone()
         if not served:
             raise StoreError("this prompt was not given to you in this project; reload the page to get your next prompt")
+        return Project(*served)
     return _project_of(cur, prompt_id)
 
 
@@ -197,11 +200,55 @@ def _item(cur: duckdb.DuckDBPyConnection, project: Project, prompt: Prompt, anno
     return QueueItem(project, prompt, _shown_replies(cur, prompt.id, project.k), ranks, (row[1] if row else "") or "")
 
 
+# The queue's pick and this annotator's progress in one statement: they rest on the same counts
+# per prompt, and the ranking screen shows both after every submission (two statements cost twice
+# as much). Claiming the pick does not change this annotator's counts: the prompt was "left" as a
+# free prompt and stays "left" as their draft.
+_NEXT_SQL = """
+WITH counted AS (
+    SELECT id FROM prompts WHERE project_id = $project
+), eligible AS (
+    SELECT prompt_id AS id FROM replies WHERE prompt_id IN (SELECT id FROM counted) GROUP BY prompt_id HAVING count(*) >= $k
+), stats AS (
+    SELECT prompt_id,
+           count(*) FILTER (WHERE status = 'submitted') AS n_sub,
+           count(*) FILTER (WHERE status = 'draft' AND annotator_id <> $ann AND updated > $cutoff) AS n_claimed,
+           max(CASE WHEN annotator_id = $ann THEN status END) AS mine
+    FROM rankings WHERE prompt_id IN (SELECT id FROM counted) GROUP BY prompt_id
+), per_prompt AS (
+    SELECT c.id, e.id IS NOT NULL AS ready, coalesce(s.n_sub, 0) AS n_sub, coalesce(s.n_claimed, 0) AS n_claimed, s.mine
+    FROM counted c LEFT JOIN eligible e ON e.id = c.id LEFT JOIN stats s ON s.prompt_id = c.id
+), pick AS (
+    SELECT id FROM per_prompt
+    WHERE ready AND (mine = 'draft' OR (mine IS NULL AND n_sub + n_claimed < $min))
+    ORDER BY (mine = 'draft') DESC NULLS LAST, n_sub DESC, id
+    LIMIT 1
+), counts AS (
+    SELECT count(*) FILTER (WHERE mine = 'submitted') AS ranked,
+           count(*) FILTER (WHERE mine = 'skipped') AS skipped,
+           count(*) FILTER (WHERE ready AND (mine = 'draft' OR (mine IS NULL AND n_sub + n_claimed < $min))) AS n_left,
+           count(*) FILTER (WHERE ready AND mine IS NULL AND n_sub < $min AND n_sub + n_claimed >= $min) AS held,
+           count(*) AS prompts,
+           count(*) FILTER (WHERE n_sub >= $min) AS complete
+    FROM per_prompt
+)
+SELECT c.ranked, c.skipped, c.n_left, c.held, c.prompts, c.complete,
+       p.id, p.project_id, p.text, p.messages, p.source, p.category, p.metadata, d.id, d.ranks, d.rationale
+FROM counts c LEFT JOIN pick ON true LEFT JOIN prompts p ON p.id = pick.id
+LEFT JOIN rankings d ON d.prompt_id = p.id AND d.annotator_id = $ann
+"""
+
+
 def next_prompt(store: Store, project_id: int, annotator_id: int, claim: bool = True) -> QueueItem | None:
     """The next prompt for this annotator in this project, or None when nothing is left.
 
     Refused (StoreError) for a project that lists its members and not this annotator.
     """
+    return next_with_progress(store, project_id, annotator_id, claim)[0]
+
+
+def next_with_progress(store: Store, project_id: int, annotator_id: int, claim: bool = True) -> tuple[QueueItem | None, Progress]:
+    """:func:`next_prompt` and this annotator's :func:`progress` in the project (as it is after the claim)."""
     if not may_rank(store, project_id, annotator_id):
         raise StoreError("this project is not open to you; ask an admin to add you to it")
     cutoff = _now() - LEASE
@@ -209,39 +256,19 @@ def next_prompt(store: Store, project_id: int, annotator_id: int, claim: bool = 
         _check_annotator(cur, annotator_id)
         project = _project(cur, project_id)
         row = cur.execute(
-            """
-            WITH eligible AS (
-                SELECT p.id FROM prompts p JOIN replies r ON r.prompt_id = p.id
-                WHERE p.project_id = $project GROUP BY p.id HAVING count(*) >= $k
-            ), stats AS (
-                SELECT prompt_id,
-                       count(*) FILTER (WHERE status = 'submitted') AS n_sub,
-                       count(*) FILTER (WHERE status = 'draft' AND annotator_id <> $ann AND updated > $cutoff) AS n_claimed,
-                       max(CASE WHEN annotator_id = $ann THEN status END) AS mine
-                FROM rankings WHERE prompt_id IN (SELECT id FROM eligible) GROUP BY prompt_id
-            ), pick AS (
-                SELECT e.id FROM eligible e LEFT JOIN stats s ON s.prompt_id = e.id
-                WHERE (s.mine IS NULL OR s.mine = 'draft')
-                  AND (s.mine = 'draft' OR coalesce(s.n_sub, 0) + coalesce(s.n_claimed, 0) < $min)
-                ORDER BY (s.mine = 'draft') DESC NULLS LAST, coalesce(s.n_sub, 0) DESC, e.id
-                LIMIT 1
-            )
-            SELECT p.id, p.project_id, p.text, p.messages, p.source, p.category, p.metadata, d.id, d.ranks, d.rationale
-            FROM pick JOIN prompts p ON p.id = pick.id
-            LEFT JOIN rankings d ON d.prompt_id = p.id AND d.annotator_id = $ann
-            """,
-            {"project": project_id, "k": project.k, "ann": annotator_id, "cutoff": cutoff, "min": project.min_submitted},
+            _NEXT_SQL, {"project": project_id, "k": project.k, "ann": annotator_id, "cutoff": cutoff, "min": project.min_submitted}
         ).fetchone()
-        if not row:
-            return None
-        prompt = _prompt(row[:7])
-        draft_id, draft_ranks, rationale = row[7:]
+        counts = Progress(*map(int, row[:6]))
+        if row[6] is None:
+            return None, counts
+        prompt = _prompt(row[6:13])
+        draft_id, draft_ranks, rationale = row[13:]
         if claim and draft_id is None:
             cur.execute("INSERT INTO rankings (prompt_id, annotator_id, status) VALUES (?, ?, 'draft')", [prompt.id, annotator_id])
         elif claim:
             cur.execute("UPDATE rankings SET updated = current_timestamp WHERE id = ?", [draft_id])
         ranks = {int(k): v for k, v in json.loads(draft_ranks).items()} if draft_ranks else {}
-        return QueueItem(project, prompt, _shown_replies(cur, prompt.id, project.k), ranks, rationale or "")
+        return QueueItem(project, prompt, _shown_replies(cur, prompt.id, project.k), ranks, rationale or ""), counts
 
 
 def served_prompt(store: Store, annotator_id: int, project_id: int, prompt_id: int) -> QueueItem:

@@ -36,9 +36,10 @@ from annotations.membership import open_projects
 from annotations.queue import (
     UNDO_WINDOW,
     NotADraft,
+    Progress,
     ProjectWork,
     QueueItem,
-    next_prompt,
+    next_with_progress,
     overview,
     progress,
     save_draft,
@@ -141,8 +142,8 @@ def _user(ctx: StudioContext, request: gr.Request | None) -> Annotator:
     return require(ctx.store, request, RANK)
 
 
-def _summary(ctx: StudioContext, project_id: int, user_id: int) -> str:
-    p = progress(ctx.store, project_id, user_id)
+def _summary(ctx: StudioContext, project_id: int, user_id: int, counts: Progress | None = None) -> str:
+    p = counts if counts is not None else progress(ctx.store, project_id, user_id)
     return (
         f"**{p.ranked}** ranked · **{p.skipped}** skipped · **{p.left}** left for you · **{p.held}** held by others"
         f" · project {p.complete}/{p.prompts} prompts complete"
@@ -179,8 +180,11 @@ def _home_view(ctx: StudioContext, user: Annotator, status: str = "", work: list
     return View(progress=summary, status=status, home=_home_list(work))
 
 
-def _view(ctx: StudioContext, project: Project, user: Annotator, item: QueueItem | None, status: str = "") -> View:
-    summary = _summary(ctx, project.id, user.id)
+def _view(
+    ctx: StudioContext, project: Project, user: Annotator, item: QueueItem | None, status: str = "", counts: Progress | None = None
+) -> View:
+    """The screen for a prompt (None: nothing left); ``counts``: the progress that came with the prompt, if it did."""
+    summary = _summary(ctx, project.id, user.id, counts)
     if item is None:
         # The project stays open (undo still works); the home list offers the next one.
         state = {"project_id": project.id, "prompt_id": None}
@@ -222,7 +226,8 @@ def landing(ctx: StudioContext, request: gr.Request | None) -> View:
     first = next((w for w in work if w.has_work), None)
     if user.is_admin or first is None:
         return _home_view(ctx, user, "" if first else "Nothing to rank for you right now.", work)
-    return _view(ctx, first.project, user, next_prompt(ctx.store, first.project.id, user.id))
+    item, counts = next_with_progress(ctx.store, first.project.id, user.id)
+    return _view(ctx, first.project, user, item, counts=counts)
 
 
 def open_project(ctx: StudioContext, project: str | None, request: gr.Request | None) -> View | None:
@@ -232,7 +237,8 @@ def open_project(ctx: StudioContext, project: str | None, request: gr.Request | 
         return _home_view(ctx, user)
     try:
         proj = ctx.store.project(str(project))
-        return _view(ctx, proj, user, next_prompt(ctx.store, proj.id, user.id))
+        item, counts = next_with_progress(ctx.store, proj.id, user.id)
+        return _view(ctx, proj, user, item, counts=counts)
     except StoreError as exc:
         warn(exc)
         return None
@@ -284,6 +290,13 @@ def submit(
     item = _served(ctx, user, state, "There is no prompt to rank; choose a project.")
     if item is None:
         return None
+    return _store_ranking(ctx, user, item, state, ranks, rationale, both_bad)
+
+
+def _store_ranking(
+    ctx: StudioContext, user: Annotator, item: QueueItem, state: dict, ranks: list, rationale: str, both_bad: bool = False
+) -> View | None:
+    """Submit for an account and served prompt already checked (pairwise checks them once, not twice)."""
     ranks_by_id = {r.id: _rank(v) for r, v in zip(item.replies, list(ranks or []), strict=False)}
     try:
         result = submit_ranking(
@@ -297,12 +310,12 @@ def submit(
             both_bad=both_bad,
             served_in=item.project.id,
         )
-        nxt = next_prompt(ctx.store, item.project.id, user.id)
+        nxt, counts = next_with_progress(ctx.store, item.project.id, user.id)
     except StoreError as exc:
         warn(exc)
         return None
     status = "Already saved (double click ignored)." if result.duplicate else "Saved."
-    return _view(ctx, item.project, user, nxt, status)
+    return _view(ctx, item.project, user, nxt, status, counts)
 
 
 def pairwise(ctx: StudioContext, state: dict | None, verdict: str, rationale: str, request: gr.Request | None) -> View | None:
@@ -317,7 +330,7 @@ def pairwise(ctx: StudioContext, state: dict | None, verdict: str, rationale: st
     if item.project.mode != "pairwise":
         warn("This project ranks its replies: give each reply a rank, then submit.")
         return None
-    return submit(ctx, state, ranks, rationale, request, both_bad=both_bad)
+    return _store_ranking(ctx, user, item, state, ranks, rationale, both_bad)
 
 
 def skip(ctx: StudioContext, state: dict | None, reason: str, request: gr.Request | None) -> View | None:
@@ -328,11 +341,11 @@ def skip(ctx: StudioContext, state: dict | None, reason: str, request: gr.Reques
         return None
     try:
         skip_prompt(ctx.store, user.id, item.prompt.id, reason or "", key=_key(user, item, state, "-skip"), served_in=item.project.id)
-        nxt = next_prompt(ctx.store, item.project.id, user.id)
+        nxt, counts = next_with_progress(ctx.store, item.project.id, user.id)
     except StoreError as exc:
         warn(exc)
         return None
-    return _view(ctx, item.project, user, nxt, "Skipped.")
+    return _view(ctx, item.project, user, nxt, "Skipped.", counts)
 
 
 def undo(ctx: StudioContext, state: dict | None, request: gr.Request | None) -> View | None:
@@ -515,9 +528,19 @@ def build(ctx: StudioContext) -> gr.Blocks:
         def on_submit(data: dict, request: gr.Request):
             return show(submit(ctx, data[state], [data[r] for r in radios], data[rationale], request), data[state])
 
+        # A verdict is given on a pairwise prompt and leads to the next prompt of the same project
+        # (the same two cards, radios hidden) or to the home list, which hides the whole work column.
+        # So its events leave out the reply cards, the radios and the texts past the first two:
+        # Gradio builds a component for every output, skipped or not (0.4 to 1.2 ms each), and these
+        # 22 were more than half the cost of a verdict's response. Opening a project or undoing
+        # (all outputs, layout not "same") sets them again before the work column shows.
+        pair_fixed = {id(c) for c in (*cards, *texts[2:], *radios)}
+        pair_outputs = [o for o in outputs if id(o) not in pair_fixed]
+
         def on_pair(verdict):
             def handler(st, why, request: gr.Request):
-                return show(pairwise(ctx, st, verdict, why, request), st)
+                updates = show(pairwise(ctx, st, verdict, why, request), st)
+                return [u for u, o in zip(updates, outputs, strict=True) if id(o) not in pair_fixed]
 
             return handler
 
@@ -551,7 +574,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
         project.focus(on_refresh, None, project, api_name=False, show_progress="hidden")
         submit_btn.click(on_submit, rank_inputs, outputs, api_name="submit_ranking").then(**focus)
         for button, verdict in ((pair_a, "A"), (pair_b, "B"), (pair_tie, "tie"), (pair_bad, "both_bad")):
-            button.click(on_pair(verdict), [state, rationale], outputs, api_name=f"pairwise_{verdict.lower()}").then(**focus)
+            button.click(on_pair(verdict), [state, rationale], pair_outputs, api_name=f"pairwise_{verdict.lower()}").then(**focus)
         skip_btn.click(on_skip, [state, skip_reason], outputs, api_name="skip_prompt").then(**focus)
         skip_reason.submit(on_skip, [state, skip_reason], outputs, api_name=False).then(**focus)
         undo_btn.click(on_undo, state, outputs, api_name="undo_last").then(**focus)
