@@ -9,24 +9,28 @@ with its own gradio_client, opens the project, then submits ``--rankings`` verdi
 is one submit-and-load-next round trip, timed at the client. Afterwards the studio stops and the
 database is opened: the rankings stored must equal the acknowledged submissions.
 
-Runs:
+Runs (each annotator first makes ``WARM_UP`` untimed submissions):
 - back to back: no pause between one annotator's submissions (a stress test);
 - paced: on average ``--think`` seconds (uniformly 0.5x to 1.5x) between one annotator's
-  submissions, starts staggered (people read before they rank). In the same studio, with the
-  same logged-in annotators, two more paced phases follow the baseline:
+  submissions, starts staggered (people read before they rank). One studio, the same logged-in
+  annotators, four phases with the same random pauses (one seed: the same bursts of clicks):
+  quiet phase 1;
   (a) ``--attack-logins`` wrong passwords sent to the real POST /login route, spread over the
       phase, from another process (bench/login_attack.py), for real annotator names, the admin
       and made-up names. Everything comes from 127.0.0.1, so the per-address lockout locks the
-      annotators' address too: they logged in before the attack, as people at work would have,
-      and their sessions must go on working;
+      annotators' address too: they (and the admin) logged in before the attack, as people at
+      work would have, and their sessions must go on working;
+  quiet phase 2: how much two quiet phases differ (the noise of one phase's p95);
   (b) the admin uploads a JSONL of ``--import-lines`` prompts into another project through the
-      real ``import_file`` endpoint (gradio_client + handle_file, as the Import tab does); the
-      p95 is given for the whole phase and for the calls that overlapped the import;
-  then a second baseline phase shows how much two quiet phases differ (the noise).
+      real ``import_file`` endpoint (gradio_client + handle_file, as the Import tab does), one
+      pause into the phase. The import lasts a few seconds of the minute: the calls that overlap
+      it are compared with the same seconds of the two quiet phases (the same clicks), and the
+      whole phase with the quiet baseline.
+  The quiet baseline is both quiet phases' calls together.
 Each of back to back and paced is repeated against bench/echo_server.py, a Gradio app whose
-endpoint does nothing, under the same load: on this 2-core machine gradio_client itself costs
-about as much CPU as the server, so the echo figures are the floor and the ratio is what the
-studio adds.
+endpoint does nothing, under the same load and pauses: on this 2-core machine gradio_client
+itself costs about as much CPU as the server, so the echo figures are the floor and the ratio
+is what the studio adds. The machine is shared: compare figures of one run, not across runs.
 """
 
 from __future__ import annotations
