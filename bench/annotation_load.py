@@ -347,7 +347,8 @@ def paced_phases(tmp: Path, annotators: int, rankings: int, phase_rankings: int,
                 [sys.executable, "-m", "bench.login_attack", url, str(attack), str(phase_rankings * think), str(out), *names], cwd=ROOT
             )
             runs["login_attack"] = team.run(phase_rankings, think, "/pairwise_a")
-            attacker.wait(timeout=600)
+            if attacker.wait(timeout=600) != 0:
+                raise RuntimeError(f"bench.login_attack exited with {attacker.returncode}")
 
             runs["baseline_again"] = team.run(rankings, think, "/pairwise_a")
 
