@@ -156,37 +156,51 @@ def _run_under_accelerate(kind: str, run, num_processes: int) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlhf.config import ConfigError, config_to_dict, save_config
+    return _start_run(args.kind, args)
+
+
+def _start_run(kind: str, args: argparse.Namespace, config: dict | None = None) -> int:
+    """Check the config, make (or resume) the run folder, run it with its log and status.
+
+    ``config``: the settings as a mapping (``eval compare`` builds one from its flags) instead
+    of ``args.config``.
+    """
+    from rlhf.config import ConfigError, config_from_dict, config_to_dict, save_config
     from rlhf.launch import is_main_process, under_launcher
     from rlhf.paths import open_private
     from rlhf.preflight import check_run_config, load_run_config
     from rlhf.runs import RunDir, StopRequest, checkpoint_step, run_guard
 
-    train = _trainer(args.kind)
+    train = _trainer(kind)
     try:
         if args.resume:
             run = RunDir(Path(args.resume))
             if not run.config_path.is_file():
                 raise CliError(f"{run.path} is not a run folder (no config.yaml)")
-            if run.status().get("kind") not in (None, args.kind):
-                raise CliError(f"{run.path} is a {run.status().get('kind')} run, not a {args.kind} run")
+            if run.status().get("kind") not in (None, kind):
+                raise CliError(f"{run.path} is a {run.status().get('kind')} run, not a {kind} run")
             if run.is_alive() and run.status().get("pid") != os.getpid():
                 raise CliError(f"run {run.id} is still running (pid {run.status()['pid']}); cancel it first")
             try:
-                cfg = load_run_config(args.kind, run.config_path)
+                cfg = load_run_config(kind, run.config_path)
                 if not under_launcher():  # the parent of an accelerate launch checked already
-                    check_run_config(args.kind, cfg)
+                    check_run_config(kind, cfg)
             except ConfigError as exc:
                 # A folder prepared by the studio: say why in its status, where the studio looks.
                 if run.status().get("state") != "finished":
                     run.set_status(state="failed", error=str(exc), traceback=None)
                 raise
         else:
-            if not args.config:
+            if config is not None:
+                from rlhf.preflight import config_class
+
+                cfg = config_from_dict(config_class(kind), config)
+            elif not args.config:
                 raise CliError("give --config FILE (or --resume RUN_FOLDER)")
-            cfg = load_run_config(args.kind, Path(args.config))
-            check_run_config(args.kind, cfg)  # everything, before a run folder exists
-            run = RunDir.create(Path(args.runs_dir), args.kind, config_to_dict(cfg))
+            else:
+                cfg = load_run_config(kind, Path(args.config))
+            check_run_config(kind, cfg)  # everything, before a run folder exists
+            run = RunDir.create(Path(args.runs_dir), kind, config_to_dict(cfg))
             save_config(cfg, run.config_path)
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
@@ -197,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.trim_events(checkpoint_step(run.last_checkpoint()))
     if cfg.launcher == "accelerate" and not under_launcher():
         print(f"run {run.id}: {run.path}", flush=True)
-        return _run_under_accelerate(args.kind, run, cfg.num_processes)
+        return _run_under_accelerate(kind, run, cfg.num_processes)
     if not is_main_process():
         train(cfg, run, StopRequest(), resume=resume)
         return 0
@@ -212,8 +226,70 @@ def cmd_train(args: argparse.Namespace) -> int:
         finally:
             sys.stdout, sys.stderr = out, err
     state = run.status()["state"]
-    print(f"run {run.id} {state}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    if kind == "eval":
+        _print_eval(run)
+    else:
+        print(f"run {run.id} {state}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return 0
+
+
+def _print_eval(run) -> None:
+    from rlhf.evaluation import read_results
+
+    results = read_results(run.path)
+    if not results:
+        print(f"run {run.id} {run.status()['state']}: no results")
+        return
+    print(f"\njudge: {results['judge']}; baseline: {results['baseline']} ({results.get('baseline_mean_words', 0):.0f} words on average)")
+    for warning in results["warnings"]:
+        print(f"warning: {warning}")
+    rows = [("CONTENDER", "WIN RATE [95% CI]", "LENGTH-CONTROLLED", "W/T/L", "WORDS", "EMPTY", "UNFINISHED")]
+    for r in results["contenders"]:
+        rows.append(
+            (
+                r["contender"],
+                f"{r['win_rate']:.3f} [{r['win_rate_low']:.3f}, {r['win_rate_high']:.3f}]",
+                f"{r['lc_win_rate']:.3f} [{r['lc_win_rate_low']:.3f}, {r['lc_win_rate_high']:.3f}]",
+                f"{r['wins']}/{r['ties']}/{r['losses']}",
+                f"{r['mean_words']:.0f}",
+                f"{r['empty_share']:.0%}",
+                f"{r['unfinished_share']:.0%}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(f"replies and verdicts: {run.path / 'replies.jsonl'}")
+
+
+def _judge_spec(text: str) -> dict:
+    """``reward_model:NAME``, ``pairwise:NAME`` or ``function:module:fn`` as a judge mapping."""
+    kind, _, target = text.partition(":")
+    if kind not in ("reward_model", "pairwise", "function") or not target:
+        raise CliError(f"--judge {text!r}: write reward_model:NAME, pairwise:NAME or function:module.path:fn")
+    return {"type": kind, ("function" if kind == "function" else "model"): target}
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    if args.resume or args.config:
+        if args.model or args.prompts:
+            raise CliError("give either --config / --resume, or --model and --prompts, not both")
+        return _start_run("eval", args)
+    if len(args.model or []) < 2 or not args.prompts:
+        raise CliError("give at least two --model and --prompts (or --config FILE)")
+    config = {
+        "contenders": [{"model": m} for m in args.model],
+        "baseline": args.baseline or "",
+        "prompts": args.prompts,
+        "max_prompts": args.max_prompts,
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    if args.judge:
+        config["judge"] = _judge_spec(args.judge)
+    return _start_run("eval", args, config)
 
 
 def _trainer(kind: str) -> Callable:
@@ -229,6 +305,10 @@ def _trainer(kind: str) -> Callable:
         from rlhf.sft import train_sft
 
         return train_sft
+    if kind == "eval":
+        from rlhf.evaluation import run_eval
+
+        return run_eval
     from rlhf.dpo import train_dpo
 
     return train_dpo
@@ -329,6 +409,38 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per prompt + reply (default: %(default)s)")
     e.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     e.set_defaults(handler=cmd_eval_reward)
+    e = esub.add_parser(
+        "compare",
+        help="judge models against a baseline: win rates with intervals, length-controlled",
+        description="Every model answers the same prompts; a judge compares each model's reply with the baseline's "
+        "(the first --model unless --baseline). Prints each model's win rate with a bootstrap 95% interval (ties count "
+        "half), the length-controlled win rate, mean reply length, empty and unfinished shares. Runs as an 'eval' run "
+        "folder under --runs-dir (results.json, replies.jsonl). Judge with something the models were not trained "
+        "against: a warning says when the judge is in a model's lineage.",
+        epilog="examples:\n"
+        "  rlhf-studio eval compare --model smollm2-135m-instruct --model my-dpo --prompts heldout.jsonl\n"
+        "  rlhf-studio eval compare --model smollm2-135m-instruct --model my-ppo --prompts p.jsonl --judge reward_model:rm-b\n"
+        "  rlhf-studio eval compare --config eval.yaml      (contenders with templates, several models)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("--model", action="append", metavar="NAME", help="a contender (registered causal LM or folder); repeat, two or more")
+    e.add_argument("--baseline", metavar="NAME", help="which --model the others are compared with (default: the first)")
+    e.add_argument("--prompts", metavar="FILE", help="prompts file (.jsonl/.json/.csv/.parquet, or .txt one per line)")
+    e.add_argument(
+        "--judge",
+        metavar="KIND:TARGET",
+        help="reward_model:NAME, pairwise:NAME (an LM asked which reply is better, in both orders) or function:module:fn "
+        "(default: pairwise:smollm2-135m-instruct)",
+    )
+    e.add_argument("--max-prompts", type=int, default=64, metavar="N", help="use the first N prompts, 0 = all (default: %(default)s)")
+    e.add_argument("--temperature", type=float, default=0.7, metavar="T", help="sampling temperature, 0 = greedy (default: %(default)s)")
+    e.add_argument("--max-new-tokens", type=int, default=192, metavar="N", help="longest reply (default: %(default)s)")
+    e.add_argument("--seed", type=int, default=0, metavar="N", help="seed for sampling and the bootstrap (default: %(default)s)")
+    e.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    e.add_argument("--config", metavar="FILE", help="an eval config (YAML) instead of the flags above")
+    e.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the eval's run folder goes (default: %(default)s)")
+    e.add_argument("--resume", metavar="RUN_FOLDER", help="run a prepared eval run folder (the studio's launches)")
+    e.set_defaults(handler=cmd_eval_compare)
 
 
 def build_parser(prog: str = "python -m rlhf") -> argparse.ArgumentParser:
@@ -340,9 +452,10 @@ def build_parser(prog: str = "python -m rlhf") -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[Exception], ...]:
     from rlhf.config import ConfigError
     from rlhf.instruction_data import InstructionFileError
+    from rlhf.judges import JudgeSpecError
     from rlhf.preference_data import PairFileError
 
-    return (CliError, ModelError, PromptFileError, ConfigError, PairFileError, InstructionFileError)
+    return (CliError, ModelError, PromptFileError, ConfigError, PairFileError, InstructionFileError, JudgeSpecError)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None, user_errors: tuple[type[Exception], ...] = ()) -> int:

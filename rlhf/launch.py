@@ -34,7 +34,9 @@ class LaunchFields:
 
 
 def train_command(kind: str, run_folder: Path) -> list[str]:
-    """The command that trains the prepared run folder (its config.yaml decides the launcher)."""
+    """The command that runs the prepared run folder (its config.yaml decides the launcher)."""
+    if kind == "eval":
+        return [sys.executable, "-m", "rlhf", "eval", "compare", "--resume", str(run_folder)]
     return [sys.executable, "-m", "rlhf", "train", kind, "--resume", str(run_folder)]
 
 

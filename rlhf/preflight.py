@@ -25,7 +25,7 @@ from rlhf.config import ConfigError, load_config
 from rlhf.modelfiles import ModelError
 from rlhf.registry import ModelRegistry
 
-RUN_KINDS = ("reward", "ppo", "sft", "dpo")
+RUN_KINDS = ("reward", "ppo", "sft", "dpo", "eval")
 PEEK_RECORDS = 20  # records read from the start of each data file
 
 
@@ -47,6 +47,10 @@ def config_class(kind: str) -> type:
         from rlhf.dpo import DPORunConfig
 
         return DPORunConfig
+    if kind == "eval":
+        from rlhf.evaluation import EvalRunConfig
+
+        return EvalRunConfig
     raise ConfigError(f"unknown run kind {kind!r}; one of {', '.join(RUN_KINDS)}")
 
 
@@ -104,6 +108,10 @@ def _check_model(registry: ModelRegistry, name: str, kinds: tuple[str, ...], wha
 def problems(kind: str, cfg: Any, registry: ModelRegistry | None = None) -> list[str]:
     """Every reason the config cannot run, as sentences (empty when it can)."""
     registry = registry or ModelRegistry()
+    if kind == "eval":
+        from rlhf.evaluation import check_eval_config
+
+        return check_eval_config(cfg, registry)
     found: list[str] = []
     field, eval_field, read, what = DATA[kind]
     value = getattr(cfg, field)
