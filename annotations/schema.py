@@ -163,6 +163,43 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        5,
+        "arena battles and settings",
+        (
+            "CREATE SEQUENCE arena_battle_id_seq START 1",
+            # One row per voted battle; a battle is stored only with its vote and never changed.
+            # battle_key is the server-made idempotency key of the battle (a double click or a
+            # retried request stores one row). A unique index is safe here, unlike on rankings
+            # (see migration 2): rows are only ever inserted, never updated or deleted and
+            # re-inserted in one transaction, which is what trips DuckDB's eager index checks.
+            # The store also looks the key up under its lock first, to answer with a clear message.
+            """CREATE TABLE arena_battles (
+                id BIGINT PRIMARY KEY DEFAULT nextval('arena_battle_id_seq'),
+                battle_key VARCHAR NOT NULL,
+                annotator_id BIGINT NOT NULL REFERENCES annotators(id),
+                contender_a VARCHAR NOT NULL,
+                contender_b VARCHAR NOT NULL CHECK (contender_b <> contender_a),
+                conversation_a JSON NOT NULL,  -- [{"role", "content"}, ...] as side A's user saw it
+                conversation_b JSON NOT NULL,
+                prompt VARCHAR NOT NULL,  -- the first user message, for listing
+                prompt_source VARCHAR NOT NULL,  -- 'project:NAME' or 'typed'
+                vote VARCHAR NOT NULL CHECK (vote IN ('a', 'b', 'tie', 'both_bad')),
+                sampling JSON NOT NULL,  -- {"a": {...}, "b": {...}}
+                lineage JSON NOT NULL,  -- {"a": {...}, "b": {...}}
+                seconds DOUBLE,
+                created TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE UNIQUE INDEX arena_battles_key ON arena_battles(battle_key)",
+            "CREATE INDEX arena_battles_annotator ON arena_battles(annotator_id)",
+            # The admin's arena choices as one JSON document; id is always 1 (one row at most).
+            """CREATE TABLE arena_settings (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                body JSON NOT NULL,
+                updated TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
