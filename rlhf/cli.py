@@ -262,14 +262,6 @@ def _print_eval(run) -> None:
     print(f"replies and verdicts: {run.path / 'replies.jsonl'}")
 
 
-def _judge_spec(text: str) -> dict:
-    """``reward_model:NAME``, ``pairwise:NAME`` or ``function:module:fn`` as a judge mapping."""
-    kind, _, target = text.partition(":")
-    if kind not in ("reward_model", "pairwise", "function") or not target:
-        raise CliError(f"--judge {text!r}: write reward_model:NAME, pairwise:NAME or function:module.path:fn")
-    return {"type": kind, ("function" if kind == "function" else "model"): target}
-
-
 def cmd_eval_compare(args: argparse.Namespace) -> int:
     if args.resume or args.config:
         if args.model or args.prompts:
@@ -288,7 +280,9 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
         "device": args.device,
     }
     if args.judge:
-        config["judge"] = _judge_spec(args.judge)
+        from rlhf.evaluation import parse_judge
+
+        config["judge"] = parse_judge(args.judge)
     return _start_run("eval", args, config)
 
 

@@ -36,9 +36,23 @@ class DPORunConfig(LaunchFields):
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
     save_steps: int = field(default=50, metadata={"help": "save a resumable checkpoint every N steps"})
     register_as: str | None = field(default=None, metadata={"help": "registry name for the result (default: the run id)"})
+    check_judge: str = field(
+        default="pairwise:smollm2-135m-instruct",
+        metadata={
+            "help": "independent check when the run ends: the trained model against its start on held-out prompts, judged by "
+            "reward_model:NAME, pairwise:NAME (an LM, both orders) or function:module:fn; not the training reward; empty = no check"
+        },
+    )
+    check_prompts: int = field(default=16, metadata={"help": "held-out prompts for the independent check (0 = no check)"})
 
     def __post_init__(self) -> None:
         self.check_launch()
+        if self.check_judge:
+            from rlhf.evaluation import parse_judge
+
+            parse_judge(self.check_judge)  # JudgeSpecError (a ValueError) names the format
+        if self.check_prompts < 0:
+            raise ValueError(f"check_prompts must be >= 0, got {self.check_prompts}")
         if self.loss_type not in ("sigmoid", "ipo", "hinge"):
             raise ValueError(f"loss_type must be sigmoid, ipo or hinge, got {self.loss_type!r}")
         if self.beta <= 0:
@@ -123,12 +137,25 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
     if not is_main_process():
         return {}
     metrics: dict = {"train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+    metrics["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     metrics.update({f"{k}_before": v for k, v in before.items()})
     metrics.update(after)
     final = trainer.model.merge_and_unload()
     final.save_pretrained(run.checkpoint_dir)
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(run.checkpoint_dir)
+    lineage = {"data": cfg.data, "policy": cfg.policy, "method": "dpo"}
+    if cfg.check_judge and cfg.check_prompts and not stop:
+        from rlhf.evaluation import end_of_run_check
+
+        del final
+        held_out = list(dict.fromkeys(p.prompt for p in eval_pairs)) or list(dict.fromkeys(p.prompt for p in train_pairs))
+        metrics.update(
+            end_of_run_check(
+                run, start=cfg.policy, prompts=held_out, judge=cfg.check_judge, count=cfg.check_prompts, lineage=lineage,
+                max_new_tokens=192, seed=cfg.seed, registry=registry,
+            )
+        )  # fmt: skip
     return publish(
         run,
         registry,
@@ -138,7 +165,7 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
         method=f"DPO (LoRA, beta {cfg.beta:g})",
         data=cfg.data,
         metrics=metrics,
-        lineage={"data": cfg.data, "policy": cfg.policy, "method": "dpo"},
+        lineage=lineage,
         stop=stop,
         step=trainer.state.global_step,
     )

@@ -124,9 +124,13 @@ def _ancestry(registry: ModelRegistry, name: str, depth: int = 6) -> list[dict]:
     return out
 
 
-def lineage_warnings(contenders: list[dict], judge: dict, registry: ModelRegistry | None = None) -> list[str]:
-    """Why this judge may not measure quality for these contenders (empty when it is independent)."""
+def lineage_warnings(contenders: list[dict], judge: dict, registry: ModelRegistry | None = None, known: dict | None = None) -> list[str]:
+    """Why this judge may not measure quality for these contenders (empty when it is independent).
+
+    ``known``: lineage records of models not registered yet (a run's own checkpoint), by model.
+    """
     registry = registry or ModelRegistry()
+    known = known or {}
     judge_model = judge.get("model") or judge.get("function")
     judge_lineage = {}
     if judge.get("model"):
@@ -139,7 +143,8 @@ def lineage_warnings(contenders: list[dict], judge: dict, registry: ModelRegistr
         label = contender_label(spec)
         if spec["model"] == judge_model:
             warnings.append(f"{label} is also the judge: a model tends to prefer its own replies")
-        for record in _ancestry(registry, spec["model"]):
+        records = [known[spec["model"]], *_ancestry(registry, known[spec["model"]].get("policy", ""))] if spec["model"] in known else []
+        for record in records or _ancestry(registry, spec["model"]):
             for source in record.get("rewards") or []:
                 trained = source.get("model") or source.get("function")
                 same_kind = (source.get("type"), judge.get("type")) in (
@@ -268,7 +273,9 @@ def summarise(model: Replies, base: Replies, judgements: list, rounds: int, seed
     }
 
 
-def compare(cfg: EvalRunConfig, registry: ModelRegistry | None = None, progress=None, stop=None, write_replies=None) -> dict:
+def compare(
+    cfg: EvalRunConfig, registry: ModelRegistry | None = None, progress=None, stop=None, write_replies=None, known: dict | None = None
+) -> dict:
     """Generate with every contender, judge each against the baseline; the results as a dict.
 
     ``progress(phase, done, total)`` reports generation and judging; ``stop`` (truthy) ends the
@@ -280,17 +287,20 @@ def compare(cfg: EvalRunConfig, registry: ModelRegistry | None = None, progress=
     registry = registry or ModelRegistry()
     records = read_prompt_records(Path(cfg.prompts), limit=cfg.max_prompts or None)
     prompts = [p for _, p in records]
-    warnings = lineage_warnings(cfg.contenders, cfg.judge, registry)
+    warnings = lineage_warnings(cfg.contenders, cfg.judge, registry, known)
     by_label = {contender_label(c): c for c in cfg.contenders}
     order = [cfg.baseline_label] + [label for label in by_label if label != cfg.baseline_label]
     replies: dict[str, Replies] = {}
+    # Progress in prompt units: every contender answers every prompt, then every non-baseline
+    # contender's replies are judged against the baseline's.
+    units = len(order) * len(prompts) + (len(order) - 1) * len(prompts)
     for i, label in enumerate(order):
         if stop:
             break
 
         def report(done: int, total: int, i: int = i, label: str = label) -> None:
             if progress:
-                progress(f"generating: {label}", i * len(prompts) + done, len(order) * len(prompts))
+                progress(f"generating: {label}", i * len(prompts) + done, units)
 
         replies[label] = generate_replies(by_label[label], prompts, cfg, registry, report)
     results = {
@@ -304,7 +314,7 @@ def compare(cfg: EvalRunConfig, registry: ModelRegistry | None = None, progress=
         results["stopped"] = True
         return results
     if progress:
-        progress("loading the judge", 0, len(order) - 1)
+        progress("loading the judge", len(order) * len(prompts), units)
     judge = build_judge(cfg.judge, registry, None if cfg.device == "auto" else cfg.device)
     base = replies[cfg.baseline_label]
     texts = [_prompt_text(p) for p in prompts]
@@ -342,7 +352,7 @@ def compare(cfg: EvalRunConfig, registry: ModelRegistry | None = None, progress=
                 }
             )
         if progress:
-            progress("judging", i, len(order) - 1)
+            progress(f"judged: {label}", len(order) * len(prompts) + i * len(prompts), units)
     base_words = [len(t.split()) for t in base.texts]
     results["baseline_mean_words"] = sum(base_words) / len(base_words)
     results["baseline_unfinished_share"] = sum(not f for f in base.finished) / len(base.finished)
@@ -405,11 +415,11 @@ def run_eval(cfg: EvalRunConfig, run, stop, registry=None, resume: bool = False)
     from rlhf.paths import write_private
 
     registry = registry or ModelRegistry()
-    step = {"n": 0}
+    last = {"step": 0}
 
     def progress(phase: str, done: int, total: int) -> None:
-        step["n"] += 1
-        run.append_event({"step": step["n"], "phase": phase, "done": done, "total": total})
+        last["step"] = done
+        run.append_event({"step": done, "max_steps": total, "phase": phase})
         print(f"{phase}: {done}/{total}", flush=True)
 
     def write_replies(rows: list[dict]) -> None:
@@ -434,7 +444,7 @@ def run_eval(cfg: EvalRunConfig, run, stop, registry=None, resume: bool = False)
             baseline_mean_words=results["baseline_mean_words"],
         )
     run.write_metrics(metrics)
-    run.append_event({"step": step["n"] + 1, "final": True, **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
+    run.append_event({"step": last["step"], "final": True, **{k: v for k, v in metrics.items() if isinstance(v, int | float)}})
     return metrics
 
 
@@ -448,3 +458,85 @@ def read_results(run_path: Path) -> dict | None:
 
 def config_dict(cfg: EvalRunConfig) -> dict:
     return asdict(cfg)
+
+
+# -- the check at the end of a training run ---------------------------------------------------------
+def parse_judge(text: str) -> dict:
+    """``reward_model:NAME``, ``pairwise:NAME`` or ``function:module:fn`` as a judge mapping."""
+    kind, _, target = (text or "").partition(":")
+    if kind not in ("reward_model", "pairwise", "function") or not target:
+        raise JudgeSpecError(f"judge {text!r}: write reward_model:NAME, pairwise:NAME or function:module.path:fn")
+    spec = {"type": kind, ("function" if kind == "function" else "model"): target}
+    check_judge(spec)
+    return spec
+
+
+def end_of_run_check(
+    run,
+    *,
+    start: str,
+    prompts: list,
+    judge: str,
+    count: int,
+    lineage: dict,
+    max_new_tokens: int,
+    seed: int,
+    registry: ModelRegistry | None = None,
+) -> dict:
+    """Judge the run's saved checkpoint against its starting model on held-out prompts.
+
+    Written to ``<run>/check/`` (prompts.jsonl, results.json, replies.jsonl); returns the metrics
+    the run table shows (``judged_win_rate_vs_start`` with its interval, the length-controlled
+    rate, both mean lengths). A failure is returned as ``check_error``: the trained model stays.
+    """
+    from rlhf.paths import private_dir, write_private
+
+    registry = registry or ModelRegistry()
+    folder = private_dir(run.path / "check")
+    chosen = [p for p in prompts if p][:count]
+    if not chosen:
+        return {"check_error": "no held-out prompts to judge on"}
+    try:
+        spec = parse_judge(judge)
+        write_private(folder / "prompts.jsonl", "".join(json.dumps({"prompt": _prompt_text(p)}, ensure_ascii=False) + "\n" for p in chosen))
+        trained = str(run.checkpoint_dir.resolve())
+        cfg = EvalRunConfig(
+            contenders=[{"model": start, "label": "start"}, {"model": trained, "label": "trained"}],
+            prompts=str(folder / "prompts.jsonl"),
+            max_prompts=0,
+            judge=spec,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            bootstrap=1000,
+        )
+        print(f"independent check: trained vs start on {len(chosen)} held-out prompts, judged by {describe(spec)}", flush=True)
+        results = compare(
+            cfg,
+            registry,
+            write_replies=lambda rows: write_private(
+                folder / "replies.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            ),
+            known={trained: lineage},
+        )
+    except Exception as exc:  # noqa: BLE001 - the check must never cost the user the trained model
+        print(f"independent check failed: {type(exc).__name__}: {exc}", flush=True)
+        return {"check_error": f"{type(exc).__name__}: {exc}"}
+    write_private(folder / "results.json", json.dumps(results, indent=2))
+    (row,) = results["contenders"]
+    for warning in results["warnings"]:
+        print(f"warning: {warning}", flush=True)
+    print(
+        f"independent check: judged win rate vs start {row['win_rate']:.3f} [{row['win_rate_low']:.3f}, {row['win_rate_high']:.3f}], "
+        f"length-controlled {row['lc_win_rate']:.3f}, {row['mean_words']:.0f} words vs {row['baseline_mean_words']:.0f}",
+        flush=True,
+    )
+    return {
+        "judged_win_rate_vs_start": row["win_rate"],
+        "judged_win_rate_vs_start_low": row["win_rate_low"],
+        "judged_win_rate_vs_start_high": row["win_rate_high"],
+        "judged_lc_win_rate_vs_start": row["lc_win_rate"],
+        "judged_words": row["mean_words"],
+        "start_words": row["baseline_mean_words"],
+        "check_judge": results["judge"],
+        "check_warnings": len(results["warnings"]),
+    }

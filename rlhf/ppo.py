@@ -91,9 +91,23 @@ class PPORunConfig(LaunchFields):
     save_every: int = field(default=10, metadata={"help": "save a resumable checkpoint every N steps"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     register_as: str | None = field(default=None, metadata={"help": "registry name for the result (default: the run id)"})
+    check_judge: str = field(
+        default="pairwise:smollm2-135m-instruct",
+        metadata={
+            "help": "independent check when the run ends: the trained model against its start on held-out prompts, judged by "
+            "reward_model:NAME, pairwise:NAME (an LM, both orders) or function:module:fn; not the training reward; empty = no check"
+        },
+    )
+    check_prompts: int = field(default=16, metadata={"help": "held-out prompts for the independent check (0 = no check)"})
 
     def __post_init__(self) -> None:
         self.check_launch()
+        if self.check_judge:
+            from rlhf.evaluation import parse_judge
+
+            parse_judge(self.check_judge)  # JudgeSpecError (a ValueError) names the format
+        if self.check_prompts < 0:
+            raise ValueError(f"check_prompts must be >= 0, got {self.check_prompts}")
         if self.num_processes > 1:
             raise ValueError("PPO runs in one process (one GPU or the CPU); set num_processes: 1")
         if self.method not in ("lora", "top_layers"):
@@ -652,6 +666,7 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
     model.save_pretrained(run.checkpoint_dir)
     trainer.tokenizer.save_pretrained(run.checkpoint_dir)
     metrics = {"steps": trainer.step, "episodes": trainer.step * cfg.batch_size, "kl_coef": trainer.kl.value}
+    metrics["trainable_params"] = sum(t.numel() for t in trainer.trainable_state().values())
     for key in ("eval_reward", "eval_kl"):
         if key in baseline:
             metrics[f"{key}_start"] = baseline[key]
@@ -660,6 +675,16 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
     if "eval_reward" in baseline and "eval_reward" in final_eval:
         metrics["eval_reward_gain"] = final_eval["eval_reward"] - baseline["eval_reward"]
     lineage = {"policy": cfg.policy, "rewards": cfg.rewards, "prompts": cfg.prompts, "method": cfg.method}
+    if cfg.check_judge and cfg.check_prompts and not stop:
+        from rlhf.evaluation import end_of_run_check
+
+        del model  # the check loads the saved checkpoint and the start model itself
+        metrics.update(
+            end_of_run_check(
+                run, start=cfg.policy, prompts=eval_p or [p for p, _ in train_records], judge=cfg.check_judge, count=cfg.check_prompts,
+                lineage=lineage, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, registry=registry,
+            )
+        )  # fmt: skip
     return publish(
         run,
         registry,

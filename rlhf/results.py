@@ -33,10 +33,27 @@ def trainer_arguments(run, seed: int, logging_steps: int, save_steps: int) -> di
     }
 
 
+def training_cost(run) -> dict:
+    """What the run cost: wall time since it started and the device it ran on (for the levels board)."""
+    from datetime import UTC, datetime
+
+    import torch
+
+    cost: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    started = run.status().get("started")
+    if started:
+        try:
+            cost["train_seconds"] = round((datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds(), 1)
+        except ValueError:
+            pass
+    return cost
+
+
 def publish(run, registry, cfg, *, kind: str, base: str, method: str, data: str, metrics: dict, lineage: dict, stop, step: int) -> dict:
     from rlhf.model_card import write_card
 
     metrics["stopped_early"] = bool(stop)
+    metrics.update(training_cost(run))
     run.write_metrics(metrics)
     run.append_event({"step": step, "final": True, **metrics})
     write_card(run.checkpoint_dir, registry, base, method, data, asdict(cfg), metrics, kind, run.id)

@@ -21,12 +21,15 @@ def test_dpo_learns_the_preference(tmp_path: Path, studio_home: Path, tiny_lm_di
     cfg = DPORunConfig(
         data=str(data), policy="tiny", learning_rate=5e-3, epochs=3, batch_size=8, max_length=64, eval_fraction=0.2,
         lora_r=4, lora_alpha=8, logging_steps=2, save_steps=1000, register_as="tiny-dpo",
+        check_judge="function:tests.rlhf.judge_fns:longer_is_better", check_prompts=6,
     )  # fmt: skip
     run = RunDir.create(tmp_path / "runs", "dpo", {})
     with run_guard(run, handle_sigterm=False) as stop:
         metrics = train_dpo(cfg, run, stop, registry=registry)
     assert metrics["eval_margins"] > metrics["eval_margins_before"] + 0.1, metrics
     assert metrics["eval_accuracies"] >= 0.9 and metrics["eval_loss"] < metrics["eval_loss_before"]
+    assert 0 <= metrics["judged_win_rate_vs_start_low"] <= metrics["judged_win_rate_vs_start"] <= metrics["judged_win_rate_vs_start_high"] <= 1
+    assert (run.path / "check" / "replies.jsonl").is_file() and metrics["check_judge"].startswith("function")
     entry = registry.get("tiny-dpo")
     assert entry.kind == "causal-lm" and entry.lineage["method"] == "dpo"
     assert "DPO (LoRA, beta 0.1)" in (run.checkpoint_dir / "README.md").read_text()

@@ -45,6 +45,7 @@ def config(prompts_file: Path, **overrides) -> PPORunConfig:
         learning_rate=3e-3,
         eval_every=0,
         save_every=5,
+        check_prompts=0,  # the independent check has its own test
     )
     return PPORunConfig(**{**settings, **overrides})
 
@@ -268,3 +269,36 @@ def test_micro_batches_give_the_same_update(registry: ModelRegistry, prompts_fil
     (a, da), (b, db) = trained
     assert all(torch.allclose(a[n], b[n], atol=1e-5) for n in a)
     assert da["policy_loss"] == pytest.approx(db["policy_loss"], abs=1e-5) and da["clipfrac"] == pytest.approx(db["clipfrac"], abs=1e-6)
+
+
+def test_a_finished_run_is_judged_against_its_start_by_an_independent_judge(
+    tmp_path: Path, registry: ModelRegistry, prompts_file: Path
+) -> None:
+    # Trained on "more e's" (reward_fns:likes_e); judged by a separate pairwise judge with the same
+    # taste, asked in both orders: the trained policy should win on held-out prompts.
+    cfg = config(prompts_file, check_judge="function:tests.rlhf.judge_fns:likes_e", check_prompts=8, eval_fraction=0.2)
+    run, metrics = run_ppo(tmp_path, cfg, registry)
+    assert metrics["judged_win_rate_vs_start"] > 0.5, metrics
+    low, high = metrics["judged_win_rate_vs_start_low"], metrics["judged_win_rate_vs_start_high"]
+    assert low <= metrics["judged_win_rate_vs_start"] <= high
+    assert metrics["check_judge"] == "function tests.rlhf.judge_fns:likes_e" and metrics["check_warnings"] == 0
+    results = json.loads((run.path / "check" / "results.json").read_text())
+    assert results["contenders"][0]["contender"] == "trained" and results["baseline"] == "start"
+    assert len((run.path / "check" / "prompts.jsonl").read_text().splitlines()) == 8
+    assert run.metrics()["judged_win_rate_vs_start"] == metrics["judged_win_rate_vs_start"]
+
+
+def test_judging_with_the_training_reward_says_so_and_a_broken_check_keeps_the_model(
+    tmp_path: Path, registry: ModelRegistry, prompts_file: Path
+) -> None:
+    cfg = config(prompts_file, steps=2, check_judge="function:tests.rlhf.reward_fns:likes_e", check_prompts=4, register_as="tiny-ppo")
+    _, metrics = run_ppo(tmp_path, cfg, registry)
+    assert metrics["check_warnings"] == 1  # the judge is the training reward: the figure measures the proxy
+    cfg = config(prompts_file, steps=2, check_judge="function:tests.rlhf.reward_fns:broken", check_prompts=4, register_as="tiny-ppo-2")
+    _, metrics = run_ppo(tmp_path, cfg, registry)
+    assert "always fails" in metrics["check_error"] and registry.get("tiny-ppo-2").kind == "causal-lm"
+
+
+def test_bad_check_judges_are_refused_in_the_config(prompts_file: Path) -> None:
+    with pytest.raises(ValueError, match="reward_model:NAME"):
+        config(prompts_file, check_judge="oracle")

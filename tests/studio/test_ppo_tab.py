@@ -20,7 +20,15 @@ from tests.studio.conftest import as_user
 from tests.studio.test_reward_tab import data_folder, wait_for
 
 BOSS, ANA = as_user("boss"), as_user("ana")
-SETTINGS = {"steps": 4, "batch_size": 8, "minibatch_size": 4, "max_new_tokens": 8, "learning_rate": 3e-3, "register_as": "studio-ppo"}
+SETTINGS = {
+    "steps": 4,
+    "batch_size": 8,
+    "minibatch_size": 4,
+    "max_new_tokens": 8,
+    "learning_rate": 3e-3,
+    "register_as": "studio-ppo",
+    "check_prompts": 0,
+}
 FUNCTION = dict.fromkeys(("reward_model", "judge", "judge_template", "similarity"))
 
 
