@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import admin, chat, dpo_tab, ppo_tab, prompt_lab, ranking, reward_tab, sft_tab
+from studio import admin, arena, chat, dpo_tab, evaluate_tab, ppo_tab, prompt_lab, ranking, reward_tab, sft_tab
 from studio.auth import ensure_admin
 from studio.context import StudioContext
 from studio.login_guard import ClientAddressMiddleware
@@ -55,6 +55,11 @@ CSS = """
 .md-turn + .md-turn { margin-top: 0.7em; }
 .md-role { font-size: 0.8em; font-weight: 600; text-transform: uppercase; letter-spacing: 0.04em; color: var(--body-text-color-subdued); }
 .md-turn > .md-text { border-left: 3px solid var(--border-color-primary); padding-left: 0.7em; }
+.eval-warning { color: var(--color-red-600, #b91c1c); font-weight: 600; }
+.eval-prompt { border-top: 1px solid var(--border-color-primary); padding: 8px 0; }
+.eval-replies { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 10px; margin-top: 6px; }
+.eval-reply { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px 10px; }
+.eval-chart { padding: 6px 2px; }
 """
 
 
@@ -87,6 +92,8 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                 prompt_lab.build(ctx)
             with gr.Tab("Rank", id="rank"):
                 ranking.build(ctx)
+            with gr.Tab("Arena", id="arena"):
+                arena.build(ctx)
             with gr.Tab("Instruction tuning", id="sft", visible=False) as sft_tab_:
                 sft_tab.build(ctx)
             with gr.Tab("Reward model", id="reward", visible=False) as reward_tab_:
@@ -95,6 +102,8 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                 ppo_tab.build(ctx)
             with gr.Tab("DPO", id="dpo", visible=False) as dpo_tab_:
                 dpo_tab.build(ctx)
+            with gr.Tab("Evaluate", id="evaluate", visible=False) as evaluate_tab_:
+                evaluate_tab.build(ctx)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
                 admin.build(ctx)
 
@@ -102,10 +111,12 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
             text, is_admin = whoami(ctx, request)
             # Annotators land on the ranking screen; the prompt lab, training and admin tabs
             # are shown to admins only (and their handlers check the role again on the server).
-            engineer_tabs = [gr.Tab(visible=is_admin) for _ in range(6)]
+            engineer_tabs = [gr.Tab(visible=is_admin) for _ in range(7)]
             return text, *engineer_tabs, gr.Tabs(selected="chat" if is_admin else "rank")
 
-        app.load(on_load, None, [user_md, lab_tab, sft_tab_, reward_tab_, ppo_tab_, dpo_tab_, admin_tab, tabs], api_name=False)
+        app.load(
+            on_load, None, [user_md, lab_tab, sft_tab_, reward_tab_, ppo_tab_, dpo_tab_, evaluate_tab_, admin_tab, tabs], api_name=False
+        )
     return app
 
 

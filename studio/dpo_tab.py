@@ -30,7 +30,7 @@ SPEC = Spec(
     main_fields=("beta", "learning_rate", "epochs", "batch_size", "max_length", "register_as"),
     choices={"loss_type": ["sigmoid", "ipo", "hinge"], "launcher": ["python", "accelerate"]},
     charts=(Chart("Training loss", ("loss",)), Chart("Preference accuracy and margin", ("rewards/accuracies", "rewards/margins"))),
-    metrics=("eval_accuracies_before", "eval_accuracies", "eval_margins"),
+    metrics=("eval_accuracies_before", "eval_accuracies", "eval_margins", "judged_win_rate_vs_start"),
     launch_label="Launch DPO run",
 )
 

@@ -38,6 +38,7 @@ class Rule:
 
 RANK = "rank"
 CHAT = "chat"
+ARENA = "arena"
 READ_RESULTS = "read_results"
 WRITE_CONTENT = "write_content"
 NAME_PATHS = "name_paths"
@@ -47,7 +48,14 @@ MANAGE_ACCOUNTS = "manage_accounts"
 RULES: tuple[Rule, ...] = (
     Rule(RANK, "rank, skip and draft the prompts the queue serves them; undo their last submission", frozenset({ANNOTATOR, ADMIN})),
     Rule(CHAT, "chat with the registered models (nothing is stored)", frozenset({ANNOTATOR, ADMIN})),
-    Rule(READ_RESULTS, "read other annotators' rankings, drafts, results; the dashboard and agreement", frozenset({ADMIN})),
+    Rule(
+        ARENA, "battle in the arena: two anonymous models, one blind vote per battle, names shown after it", frozenset({ANNOTATOR, ADMIN})
+    ),
+    Rule(
+        READ_RESULTS,
+        "read other annotators' rankings, drafts, results; the dashboard and agreement; arena votes and the leaderboard",
+        frozenset({ADMIN}),
+    ),
     Rule(
         WRITE_CONTENT,
         "create or change projects, prompts, replies, templates; import; send to the queue; snapshots",

@@ -44,7 +44,7 @@ CHARTS = (
     Chart("Clip fraction and approximate KL", ("clipfrac", "approx_kl")),
     Chart("Value loss", ("value_loss",)),
 )
-METRICS = ("eval_reward_gain", "eval_kl_end", "episodes")
+METRICS = ("eval_reward_gain", "eval_kl_end", "episodes", "judged_win_rate_vs_start")
 MAIN_FIELDS = ("method", "steps", "batch_size", "max_new_tokens", "learning_rate", "kl_coef", "target_kl", "register_as")
 SPECIAL_FIELDS = {"prompts", "policy", "rewards"}
 PROJECT_PREFIX = "project:"

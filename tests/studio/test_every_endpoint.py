@@ -21,11 +21,11 @@ from tests.studio.live import LoginRefused, RawClient, error_of, serve
 
 REFUSED = ("Not allowed", "Only admins")
 # Events an annotator may use, by module (screen) or module:qualname; the permission table's
-# "rank" and "chat" rows.
-ANNOTATOR_SCREENS = ("studio.ranking", "studio.chat")
+# "rank", "chat" and "arena" rows.
+ANNOTATOR_SCREENS = ("studio.ranking", "studio.chat", "studio.arena")
 ANNOTATOR_EVENTS = {"studio.app:build_app.<locals>.on_load"}
 # Events on those screens that only admins may use (they write into a project).
-ADMIN_EVENTS = {"studio.chat:build.<locals>.on_send"}
+ADMIN_EVENTS = {"studio.chat:build.<locals>.on_send", "studio.arena:build.<locals>.on_save"}
 
 
 def _identity(fn) -> tuple[str, str]:

@@ -40,7 +40,14 @@ def test_sft_from_a_project_and_dpo_from_a_snapshot(ctx: StudioContext) -> None:
     sft_id = launch(ctx, sft_tab.SPEC, "project:qa", "tiny", settings, BOSS)
 
     snap = admin.make_snapshot(ctx, "qa", "all_pairs", "majority", False, False, BOSS)
-    dpo_settings = {"learning_rate": 5e-3, "epochs": 2.0, "batch_size": 4, "max_length": 64, "register_as": "studio-dpo", "check_prompts": 0}
+    dpo_settings = {
+        "learning_rate": 5e-3,
+        "epochs": 2.0,
+        "batch_size": 4,
+        "max_length": 64,
+        "register_as": "studio-dpo",
+        "check_prompts": 0,
+    }
     assert [v for _, v in dpo_tab.SPEC.data_choices(ctx)] == [snap["folder"]]
     dpo_id = launch(ctx, dpo_tab.SPEC, snap["folder"], "tiny", dpo_settings, BOSS)
     for run_id in (sft_id, dpo_id):
