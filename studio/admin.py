@@ -268,7 +268,14 @@ def dashboard(ctx: StudioContext, project: str | None, request: gr.Request | Non
 # -- snapshots -----------------------------------------------------------------------------------------
 def snapshots_frame(ctx: StudioContext) -> pd.DataFrame:
     rows = [
-        (s["id"], str(s["created"])[:19], s["filter"].get("project") or "all", s["pair_strategy"], s["counts"]["pairs"], s["folder"])
+        (
+            s["id"],
+            str(s["created"])[:19],
+            s["filter"].get("project") or ("arena votes" if s["pair_strategy"] == "arena" else "all"),
+            s["pair_strategy"],
+            s["counts"]["pairs"],
+            s["folder"],
+        )
         for s in list_snapshots(ctx.store)
     ]
     return pd.DataFrame(rows, columns=["id", "created", "project", "strategy", "pairs", "folder"])

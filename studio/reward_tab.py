@@ -42,7 +42,8 @@ def data_choices(ctx: StudioContext) -> list[tuple[str, str]]:
     out = []
     for snap in list_snapshots(ctx.store):
         counts = snap["counts"]
-        out.append((f"{snap['id']} · {counts.get('pairs', 0)} pairs from {counts.get('rankings', 0)} rankings", snap["folder"]))
+        source = f"{counts.get('battles', 0)} arena votes" if snap["pair_strategy"] == "arena" else f"{counts.get('rankings', 0)} rankings"
+        out.append((f"{snap['id']} · {counts.get('pairs', 0)} pairs from {source}", snap["folder"]))
     return out
 
 
