@@ -323,6 +323,63 @@ def cmd_eval_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+MAIN_METRIC = {
+    "reward": "eval_accuracy",
+    "ppo": "eval_reward_gain",
+    "sft": "eval_loss",
+    "dpo": "eval_accuracies",
+    "eval": "win_rate",
+}
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from rlhf.runs import list_runs
+
+    runs = list_runs(Path(args.runs_dir), args.kind)
+    rows = []
+    for run in runs:
+        status, metrics, last = run.status(), run.metrics(), run.last_event() or {}
+        kind = status.get("kind", "?")
+        step = f"{last['step']}/{last['max_steps']}" if last.get("max_steps") else str(last.get("step", ""))
+        key = MAIN_METRIC.get(kind, "")
+        value = metrics.get(key)
+        main = f"{key} {value:.4g}" if isinstance(value, int | float) else ""
+        if isinstance(metrics.get("judged_win_rate_vs_start"), int | float):
+            main += f"; judged vs start {metrics['judged_win_rate_vs_start']:.3f}"
+        error = status.get("error") or ""
+        state = run.effective_state()
+        if state == "lost":
+            error = error or f"process {status.get('pid')} is gone without reporting; see {run.log_path}"
+        rows.append(
+            {
+                "run": run.id,
+                "kind": kind,
+                "state": state,
+                "step": step,
+                "main": main,
+                "registered_as": metrics.get("registered_as", ""),
+                "created": str(status.get("created", ""))[:19],
+                "error": error,
+                "folder": str(run.path),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no runs under {args.runs_dir}")
+        return 0
+    table = [("RUN", "KIND", "STATE", "STEP", "MAIN METRIC", "MODEL", "CREATED")]
+    table += [(r["run"], r["kind"], r["state"], r["step"], r["main"], r["registered_as"], r["created"]) for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)).rstrip())
+    for r in rows:
+        if r["error"] and r["state"] in ("failed", "lost"):
+            print(f"{r['run']}: {r['error'].splitlines()[0][:200]}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the rlhf commands to a parser's subcommands (shared with ``rlhf-studio``)."""
     models = sub.add_parser("models", help="list, add and prepare models", description="The model registry.")
@@ -389,6 +446,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run folders go (default: %(default)s)")
     p.add_argument("--resume", metavar="RUN_FOLDER", help="continue a stopped run from its last checkpoint")
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("runs", help="list run folders", description="Run folders and how they stand.")
+    rsub = p.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    r = rsub.add_parser(
+        "list",
+        help="every run folder with its state, step and main metric",
+        description="Every run folder under --runs-dir, newest first: kind, state (a run whose process died without "
+        "reporting, e.g. killed, shows as lost), last step, main metric, the registered model and when it was created.",
+    )
+    r.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the run folders are (default: %(default)s)")
+    r.add_argument("--kind", choices=["reward", "ppo", "sft", "dpo", "eval"], help="only runs of this kind")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.set_defaults(handler=cmd_runs_list)
 
     p = sub.add_parser("eval", help="evaluate a trained model", description="Evaluate a trained model on held-out data.")
     esub = p.add_subparsers(dest="eval_kind", required=True, metavar="KIND")

@@ -13,7 +13,11 @@ A run folder holds:
 The folder is owner-only (0700) and the files this module writes are 0600; the ``train``
 command sets a 0077 umask, so what the trainers save there is owner-only as well.
 
-States: created -> running -> finished | failed | cancelled. SIGTERM asks the trainer to stop
+States: created -> running -> finished | failed | cancelled, and ``lost`` for a run whose process
+is gone without saying how it ended (killed with SIGKILL, out of memory, the machine rebooted):
+any reader sees it (:meth:`RunDir.effective_state`), the studio and ``rlhf-studio runs list``
+alike; the process is recognised by its pid and start time, so a reused pid is not mistaken
+for the run. SIGTERM asks the trainer to stop
 at the next step boundary and save what it has (state ``cancelled``); a crash records the
 error and traceback (state ``failed``). Readers (the studio, polling) tolerate a half-written
 last event line; status and metrics are replaced atomically. On ``--resume`` the events after
@@ -187,14 +191,51 @@ class RunDir:
 
     def is_alive(self) -> bool:
         """True while the process recorded in status.json still runs."""
-        pid = self.status().get("pid")
-        if not pid or self.status().get("state") != "running":
+        status = self.status()
+        return status.get("state") == "running" and process_alive(status.get("pid"), status.get("pid_started"))
+
+    def effective_state(self) -> str:
+        """The state as any reader should show it: ``lost`` when the recorded process is gone unseen."""
+        status = self.status()
+        state = status.get("state", "unknown")
+        if state == "running" and not self.is_alive():
+            return "lost"
+        return state
+
+
+def process_alive(pid, started: float | None = None) -> bool:
+    """Is process ``pid`` running, and (when ``started`` is known) the same process that started then?"""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
             return False
+        # A pid the system gave to a newer process after ours died is not our run.
+        return started is None or abs(proc.create_time() - float(started)) < 2.0
+    except ImportError:
         try:
-            os.kill(int(pid), 0)
-        except (ProcessLookupError, PermissionError, ValueError):
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
             return False
         return True
+    except Exception:  # psutil.NoSuchProcess, AccessDenied
+        return False
+
+
+def _process_started(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
 
 
 def list_runs(root: Path, kind: str | None = None) -> list[RunDir]:
@@ -227,7 +268,8 @@ def run_guard(run: RunDir, handle_sigterm: bool = True) -> Iterator[StopRequest]
     previous = None
     if handle_sigterm and threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    run.set_status(state="running", pid=os.getpid(), started=_now(), ended=None, error=None, traceback=None)
+    pid = os.getpid()
+    run.set_status(state="running", pid=pid, pid_started=_process_started(pid), started=_now(), ended=None, error=None, traceback=None)
     try:
         yield stop
     except BaseException as exc:

@@ -151,3 +151,41 @@ def test_sigterm_stops_at_the_next_step_and_saves(tmp_path: Path, tiny_lm_dir: P
     last = run.last_checkpoint()
     assert last is not None and int(last.name.split("-")[1]) < 200  # stopped early, with a checkpoint
     assert (run.checkpoint_dir / "config.json").is_file()  # and the model it had so far
+
+
+def test_a_run_killed_unseen_is_lost_for_every_reader(tmp_path: Path, tiny_lm_dir: Path, capsys) -> None:
+    from rlhf.cli import main
+
+    run = RunDir.create(tmp_path / "runs", "sft", {})
+    with run.log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "run_tiny_training.py"), str(run.path), str(tiny_lm_dir), "200"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 120
+    while not run.events() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run.effective_state() == "running"
+    assert main(["runs", "list", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "running" in capsys.readouterr().out
+    proc.kill()  # SIGKILL: no chance to write how it ended
+    proc.wait(timeout=30)
+    assert run.status()["state"] == "running"  # the file still says so ...
+    assert run.effective_state() == "lost"  # ... every reader knows better
+    assert main(["runs", "list", "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert run.id in out and "lost" in out and "is gone without reporting" in out
+    assert main(["runs", "list", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+    (row,) = __import__("json").loads(capsys.readouterr().out)
+    assert row["state"] == "lost" and row["kind"] == "sft" and row["step"]
+
+
+def test_a_reused_pid_is_not_taken_for_the_run(tmp_path: Path) -> None:
+    run = RunDir.create(tmp_path / "runs", "ppo", {})
+    # the pid is alive (this test's own process), but it started at another time: not our run
+    run.set_status(state="running", pid=os.getpid(), pid_started=1.0)
+    assert not run.is_alive() and run.effective_state() == "lost"
+    with run_guard(run, handle_sigterm=False):
+        assert run.is_alive() and run.effective_state() == "running"
+    assert run.effective_state() == "finished"
