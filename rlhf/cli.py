@@ -199,11 +199,18 @@ def _start_run(kind: str, args: argparse.Namespace, config: dict | None = None) 
                 raise CliError("give --config FILE (or --resume RUN_FOLDER)")
             else:
                 cfg = load_run_config(kind, Path(args.config))
+            if getattr(args, "skip_invalid", False):
+                if not hasattr(cfg, "skip_invalid"):
+                    raise CliError(f"--skip-invalid applies to pairs files (train reward, train dpo), not to {kind} runs")
+                cfg.skip_invalid = True
             check_run_config(kind, cfg)  # everything, before a run folder exists
             run = RunDir.create(Path(args.runs_dir), kind, config_to_dict(cfg))
             save_config(cfg, run.config_path)
     except ConfigError as exc:
-        raise CliError(str(exc)) from exc
+        hint = ""
+        if kind in ("reward", "dpo") and "data" in str(exc) and not getattr(args, "skip_invalid", False):
+            hint = "; to leave out the records that cannot be pairs (each listed in the run's log), add --skip-invalid"
+        raise CliError(f"{exc}{hint}") from exc
     # A prepared run (state "created", e.g. made by the studio) starts fresh; a stopped one resumes.
     resume = bool(args.resume) and run.last_checkpoint() is not None
     if resume and not under_launcher():
@@ -315,7 +322,15 @@ def cmd_eval_reward(args: argparse.Namespace) -> int:
 
     registry = ModelRegistry()
     folder = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else registry.resolve(args.checkpoint)
-    result = evaluate_pairs(RewardScorer.load(folder, max_length=args.max_length, device=args.device), read_pairs(Path(args.pairs)))
+    from rlhf.preference_data import PairFileError, PairReport
+
+    report = PairReport()
+    try:
+        pairs = read_pairs(Path(args.pairs), skip_invalid=args.skip_invalid, report=report)
+    except PairFileError as exc:
+        raise CliError(f"{exc}; to leave out the records that cannot be pairs (each listed), add --skip-invalid") from exc
+    print(report.summary(args.pairs))
+    result = evaluate_pairs(RewardScorer.load(folder, max_length=args.max_length, device=args.device), pairs)
     print(f"pairs {result['pairs']}  accuracy {result['accuracy']:.4f}  mean margin {result['mean_margin']:.4f}")
     for key in ("unanimous", "split"):
         if f"accuracy_{key}" in result:
@@ -445,6 +460,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="the run's YAML config")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run folders go (default: %(default)s)")
     p.add_argument("--resume", metavar="RUN_FOLDER", help="continue a stopped run from its last checkpoint")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="reward and dpo: leave out records that cannot be pairs, each listed in the log with why (the config key skip_invalid)",
+    )
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("runs", help="list run folders", description="Run folders and how they stand.")
@@ -471,6 +491,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", required=True, metavar="NAME_OR_FOLDER", help="registered reward model or checkpoint folder")
     e.add_argument("--pairs", required=True, metavar="FILE", help="the pairs to score")
     e.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per prompt + reply (default: %(default)s)")
+    e.add_argument("--skip-invalid", action="store_true", help="leave out records that cannot be pairs (each listed with why)")
     e.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     e.set_defaults(handler=cmd_eval_reward)
     e = esub.add_parser(

@@ -32,6 +32,10 @@ class DPORunConfig(LaunchFields):
     max_length: int = field(default=512, metadata={"help": "tokens per prompt + reply; longer pairs lose the prompt's start"})
     eval_fraction: float = field(default=0.1, metadata={"help": "share of pairs held out (ignored with eval_data)"})
     eval_data: str | None = field(default=None, metadata={"help": "a separate held-out pairs file (optional)"})
+    skip_invalid: bool = field(
+        default=False,
+        metadata={"help": "leave out records that cannot be pairs (listed in the log with the reason) instead of refusing the file"},
+    )
     seed: int = field(default=0, metadata={"help": "random seed"})
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
     save_steps: int = field(default=50, metadata={"help": "save a resumable checkpoint every N steps"})
@@ -88,7 +92,7 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
     from rlhf.runs import run_callback
 
     registry = registry or ModelRegistry()
-    train_pairs, eval_pairs = read_split(cfg.data, cfg.eval_data, cfg.eval_fraction, cfg.seed)
+    train_pairs, eval_pairs = read_split(cfg.data, cfg.eval_data, cfg.eval_fraction, cfg.seed, cfg.skip_invalid)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_causal_lm(cfg.policy, registry, dtype=torch.float32)
     tokenizer.padding_side = "right"  # training batches; generation is not done here

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
@@ -85,7 +85,7 @@ def _parquet_rows(source: Path, limit: int | None) -> list[dict]:
     return first.to_pylist() if first is not None else []
 
 
-def _rows(source: Path, limit: int | None) -> list[tuple[str, dict]]:
+def _rows(source: Path, limit: int | None, skip_invalid: bool = False, report: PairReport | None = None) -> list[tuple[str, dict]]:
     """(where, record) of a pairs file, or of its first ``limit`` records."""
     name = source.name.lower()
     if name.endswith(".parquet"):
@@ -108,16 +108,42 @@ def _rows(source: Path, limit: int | None) -> list[tuple[str, dict]]:
                 try:
                     rows.append((f"{source.name} line {n}", json.loads(line)))
                 except ValueError as exc:
-                    raise PairFileError(f"{source.name} line {n}: not valid JSON ({exc})") from exc
+                    if not skip_invalid or report is None:
+                        raise PairFileError(f"{source.name} line {n}: not valid JSON ({exc})") from exc
+                    # kept in file order; read_pairs lists it where it stands
+                    rows.append((f"{source.name} line {n}", PairFileError(f"{source.name} line {n}: not valid JSON ({exc})")))
         return rows
 
 
-def read_pairs(source: Path, limit: int | None = None) -> list[Pair]:
+@dataclass
+class PairReport:
+    """What reading a pairs file kept, left out (``skip_invalid``) and found suspicious."""
+
+    kept: int = 0
+    left_out: list[str] = field(default_factory=list)  # "pairs.jsonl line 48: 'chosen' and 'rejected' differ ..."
+    warnings: list[str] = field(default_factory=list)  # kept, but worth a look (an empty reply)
+
+    def summary(self, source: str | Path) -> str:
+        """One line for the log: kept / left out / warnings, then what was left out and why."""
+        name = Path(source).name
+        line = f"{name}: {self.kept} pairs kept, {len(self.left_out)} left out"
+        if self.warnings:
+            line += f", {len(self.warnings)} with an empty reply (kept)"
+        details = [f"  left out: {x}" for x in self.left_out[:20]] + [f"  warning: {x}" for x in self.warnings[:20]]
+        more = len(self.left_out) + len(self.warnings) - len(details)
+        return "\n".join([line, *details] + ([f"  ... and {more} more"] if more > 0 else []))
+
+
+def read_pairs(source: Path, limit: int | None = None, skip_invalid: bool = False, report: PairReport | None = None) -> list[Pair]:
     """Every pair of a snapshot folder or a preference file, in order (or the first ``limit``).
 
     With a ``limit`` only the start of the file is read: a cheap check that it exists, can be
-    read and parses, before a run folder is made for it.
+    read and parses, before a run folder is made for it. With ``skip_invalid`` a record that
+    cannot be a pair (a missing field, transcripts that differ before their last reply, a line
+    that is not JSON) is left out and named in ``report`` instead of refusing the whole file;
+    a pair with an empty reply is kept and named in ``report.warnings``.
     """
+    report = report if report is not None else PairReport()
     source = Path(source)
     if source.is_dir():
         if not (source / "preference.parquet").is_file():
@@ -126,16 +152,32 @@ def read_pairs(source: Path, limit: int | None = None) -> list[Pair]:
     if not source.is_file():
         raise PairFileError(f"{source} not found")
     try:
-        rows = _rows(source, limit)
+        rows = _rows(source, limit, skip_invalid, report)
     except PairFileError:
         raise
     except (OSError, UnicodeDecodeError) as exc:
         raise PairFileError(f"{source} cannot be read: {exc}") from exc
     except Exception as exc:  # pyarrow's errors for a file that is not parquet
         raise PairFileError(f"{source.name}: not a readable {source.suffix or 'pairs'} file ({exc})") from exc
-    pairs = [pair_from_record(r, where) for where, r in rows]
+    pairs = []
+    for where, record in rows:
+        try:
+            if isinstance(record, PairFileError):
+                raise record
+            pair = pair_from_record(record, where)
+        except PairFileError as exc:
+            if not skip_invalid:
+                raise
+            report.left_out.append(str(exc))
+            continue
+        if not pair.chosen.strip() or not pair.rejected.strip():
+            side = "chosen" if not pair.chosen.strip() else "rejected"
+            report.warnings.append(f"{where}: the {side} reply is empty")
+        pairs.append(pair)
+    report.kept = len(pairs)
     if not pairs:
-        raise PairFileError(f"{source} holds no pairs")
+        left = f"; all {len(report.left_out)} records were left out, e.g. {report.left_out[0]}" if report.left_out else ""
+        raise PairFileError(f"{source} holds no pairs{left}")
     return pairs
 
 
@@ -149,11 +191,19 @@ def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pai
     return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
 
 
-def read_split(data: str, eval_data: str | None, fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """The training and held-out pairs of a run config (a separate held-out file, or a split)."""
+def read_split(data: str, eval_data: str | None, fraction: float, seed: int, skip_invalid: bool = False) -> tuple[list[Pair], list[Pair]]:
+    """The training and held-out pairs of a run config (a separate held-out file, or a split).
+
+    Prints what was kept and left out of each file (the run's log shows it).
+    """
     if not data:
         raise ValueError("the config needs 'data': a snapshot folder or a preference file")
-    pairs = read_pairs(Path(data))
+    report = PairReport()
+    pairs = read_pairs(Path(data), skip_invalid=skip_invalid, report=report)
+    print(report.summary(data), flush=True)
     if eval_data:
-        return pairs, read_pairs(Path(eval_data))
+        held = PairReport()
+        held_out = read_pairs(Path(eval_data), skip_invalid=skip_invalid, report=held)
+        print(held.summary(eval_data), flush=True)
+        return pairs, held_out
     return split_pairs(pairs, fraction, seed)

@@ -60,10 +60,10 @@ def load_run_config(kind: str, path: Path) -> Any:
 
 
 # -- the checks -----------------------------------------------------------------------------------
-def _pairs(path: str) -> None:
+def _pairs(path: str, skip_invalid: bool = False) -> None:
     from rlhf.preference_data import read_pairs
 
-    read_pairs(Path(path), limit=PEEK_RECORDS)
+    read_pairs(Path(path), limit=PEEK_RECORDS, skip_invalid=skip_invalid)
 
 
 def _examples(path: str) -> None:
@@ -121,7 +121,7 @@ def problems(kind: str, cfg: Any, registry: ModelRegistry | None = None) -> list
         path = getattr(cfg, name, None)
         if path:
             try:
-                read(path)
+                read(path, skip_invalid=True) if read is _pairs and getattr(cfg, "skip_invalid", False) else read(path)
             except (ValueError, OSError) as exc:  # the readers' own errors name the line and field
                 found.append(f"{name}: {exc}")
     for name, kinds, label in MODELS[kind]:

@@ -36,6 +36,10 @@ class RewardRunConfig(LaunchFields):
     pooling: str = field(default="mean", metadata={"help": "encoders: mean of the token vectors (sentence encoders) or cls"})
     eval_fraction: float = field(default=0.2, metadata={"help": "share of pairs held out for evaluation (ignored with eval_data)"})
     eval_data: str | None = field(default=None, metadata={"help": "a separate held-out pairs file (optional)"})
+    skip_invalid: bool = field(
+        default=False,
+        metadata={"help": "leave out records that cannot be pairs (listed in the log with the reason) instead of refusing the file"},
+    )
     seed: int = field(default=0, metadata={"help": "random seed (split, head initialisation, shuffling)"})
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
     save_steps: int = field(default=50, metadata={"help": "save a resumable checkpoint every N steps"})
@@ -92,7 +96,7 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     from rlhf.runs import run_callback
 
     registry = registry or ModelRegistry()
-    train_pairs, eval_pairs = read_split(cfg.data, cfg.eval_data, cfg.eval_fraction, cfg.seed)
+    train_pairs, eval_pairs = read_split(cfg.data, cfg.eval_data, cfg.eval_fraction, cfg.seed, cfg.skip_invalid)
     folder = registry.resolve(cfg.base_model)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:

@@ -238,3 +238,62 @@ def test_accelerate_launch_with_one_cpu_process(tmp_path: Path, studio_home: Pat
     assert status["state"] == "finished", run.tail_log()
     assert run.metrics()["eval_pairs"] > 0 and run.events()
     assert "acc-rm" in ModelRegistry().names("reward-model")
+
+
+def _raw_hh_file(tmp_path: Path) -> Path:
+    """HH-RLHF as it comes: good records, one whose transcripts differ early, a broken line, an empty reply."""
+    good = [separable_pairs(1, seed=i)[0] for i in range(40)]
+    lines = [json.dumps(r) for r in good]
+    early = {
+        "chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d",
+        "rejected": "\n\nHuman: a\n\nAssistant: X\n\nHuman: c\n\nAssistant: e",
+    }
+    lines.insert(3, json.dumps(early))
+    lines.insert(7, "{not json")
+    lines.insert(9, json.dumps({"prompt": "q", "chosen": "fine", "rejected": "   "}))
+    path = tmp_path / "raw.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_pairs_files_as_they_come(tmp_path: Path) -> None:
+    from rlhf.preference_data import PairReport
+
+    path = _raw_hh_file(tmp_path)
+    with pytest.raises(PairFileError, match=r"raw.jsonl line 8: not valid JSON"):
+        read_pairs(path)
+    path.write_text(path.read_text().replace("{not json\n", ""))
+    with pytest.raises(PairFileError, match=r"raw.jsonl line 4: 'chosen' and 'rejected' differ before their last reply"):
+        read_pairs(path)
+    path = _raw_hh_file(tmp_path)
+    report = PairReport()
+    pairs = read_pairs(path, skip_invalid=True, report=report)
+    assert len(pairs) == report.kept == 41
+    assert [x.split(":")[0] for x in report.left_out] == ["raw.jsonl line 4", "raw.jsonl line 8"]
+    assert "differ before their last reply" in report.left_out[0] and "not valid JSON" in report.left_out[1]
+    assert report.warnings == ["raw.jsonl line 10: the rejected reply is empty"]
+    summary = report.summary(path)
+    assert summary.startswith("raw.jsonl: 41 pairs kept, 2 left out, 1 with an empty reply (kept)") and "line 4" in summary
+
+
+def test_train_and_eval_with_skip_invalid(tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, capsys) -> None:
+    ModelRegistry().add(tiny_encoder_dir, name="tiny-enc")
+    raw = _raw_hh_file(tmp_path)
+    config, runs = tmp_path / "run.yaml", tmp_path / "runs"
+    config.write_text(f"data: {raw}\nbase_model: tiny-enc\nepochs: 1\nbatch_size: 16\nmax_length: 32\nregister_as: rm-raw\n")
+    assert main(["train", "reward", "--config", str(config), "--runs-dir", str(runs)]) == 2
+    assert "--skip-invalid" in capsys.readouterr().err and not runs.exists()
+    assert main(["train", "reward", "--config", str(config), "--runs-dir", str(runs), "--skip-invalid"]) == 0
+    [run] = runs.iterdir()
+    log = (run / "run.log").read_text()
+    assert "raw.jsonl: 41 pairs kept, 2 left out" in log and "skip_invalid: true" in (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["eval", "reward", "--checkpoint", "rm-raw", "--pairs", str(raw), "--max-length", "32"]) == 2
+    assert "line 8: not valid JSON" in capsys.readouterr().err
+    assert main(["eval", "reward", "--checkpoint", "rm-raw", "--pairs", str(raw), "--max-length", "32", "--skip-invalid"]) == 0
+    out = capsys.readouterr().out
+    assert "41 pairs kept, 2 left out" in out and "pairs 41  accuracy" in out
+    sft = tmp_path / "sft.yaml"
+    sft.write_text(f"data: {raw}\nbase_model: tiny-enc\n")
+    assert main(["train", "sft", "--config", str(sft), "--skip-invalid", "--runs-dir", str(runs)]) == 2
+    assert "applies to pairs files" in capsys.readouterr().err
