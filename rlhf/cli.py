@@ -490,7 +490,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--checkpoint", required=True, metavar="NAME_OR_FOLDER", help="registered reward model or checkpoint folder")
     e.add_argument("--pairs", required=True, metavar="FILE", help="the pairs to score")
-    e.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per prompt + reply (default: %(default)s)")
+    e.add_argument(
+        "--max-length", type=int, default=None, metavar="N", help="tokens per prompt + reply (default: as the model was trained)"
+    )
     e.add_argument("--skip-invalid", action="store_true", help="leave out records that cannot be pairs (each listed with why)")
     e.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     e.set_defaults(handler=cmd_eval_reward)

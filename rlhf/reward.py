@@ -150,6 +150,9 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
         final = final.merge_and_unload()
     final.save_pretrained(run.checkpoint_dir)
     tokenizer.save_pretrained(run.checkpoint_dir)
+    from rlhf.scoring import write_format
+
+    write_format(run.checkpoint_dir, cfg.max_length)  # every scorer reads its texts the same way
     scorer = RewardScorer(final, tokenizer, cfg.max_length)
     metrics = {
         "train_pairs": len(train_pairs),

@@ -4,8 +4,14 @@
     scorer.score("What is 2+2?", "4")            # higher is better
     scorer.score_batch([(prompt, reply), ...])
 
-Texts are encoded exactly as in training (:func:`encode_pair`): prompt and reply as a pair,
-truncated from the left so the reply, which is what is judged, survives.
+One prompt format for every reward model, at training and at scoring time (:func:`reward_prompt`):
+the conversation as a transcript, ``User: ...`` / ``Assistant: ...`` turns, whether it arrives as
+an HH-RLHF transcript, a TRL prompt, a bare question from a prompts file (PPO, the prompt lab,
+"try it", ``eval compare``) or a list of chat messages. Texts are encoded by one function
+(:func:`encode_pair`): prompt and reply as a pair, truncated from the left so the reply, which is
+what is judged, survives. Training writes ``reward_format.json`` (the format and ``max_length``)
+into the checkpoint; :meth:`RewardScorer.load` reads it, so every scorer uses the length the
+model was trained with.
 """
 
 from __future__ import annotations
@@ -17,9 +23,52 @@ import torch
 
 from rlhf.device import pick_device
 
+FORMAT_FILE = "reward_format.json"
+PROMPT_FORMAT = "transcript-v1"
+DEFAULT_MAX_LENGTH = 256  # reward models saved before reward_format.json existed were trained at 256
+ROLES = {"user": "User", "assistant": "Assistant", "system": "System"}
+TRANSCRIPT_START = ("User: ", "System: ")
 
-def encode_pair(tokenizer, prompt: str, reply: str, max_length: int) -> list[int]:
+
+def reward_prompt(prompt) -> str:
+    """The conversation before the reply, as a reward model sees it: ``User: ...`` turns.
+
+    A list of messages becomes one turn per message; text that is already a transcript (as
+    pairs files give it) is kept; any other text is the user's one message.
+    """
+    if isinstance(prompt, list | tuple):
+        return "\n\n".join(f"{ROLES.get(str(m.get('role')), str(m.get('role')).capitalize())}: {m.get('content') or ''}" for m in prompt)
+    text = "" if prompt is None else str(prompt)
+    if not text or text.startswith(TRANSCRIPT_START):
+        return text
+    return f"User: {text}"
+
+
+def reward_text(prompt, reply: str) -> str:
+    """The one text a decoder reward model reads (encoders read the two parts as a pair)."""
+    prompt = reward_prompt(prompt)
+    return f"{prompt}\n\nAssistant: {reply}" if prompt else reply
+
+
+def write_format(folder: Path, max_length: int) -> None:
+    """Record, beside a trained reward model, how it read its texts."""
+    import json
+
+    Path(folder, FORMAT_FILE).write_text(json.dumps({"prompt_format": PROMPT_FORMAT, "max_length": int(max_length)}, indent=2))
+
+
+def read_format(folder: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(folder, FORMAT_FILE).read_text())
+    except (OSError, ValueError):
+        return {"prompt_format": PROMPT_FORMAT, "max_length": DEFAULT_MAX_LENGTH}
+
+
+def encode_pair(tokenizer, prompt, reply: str, max_length: int) -> list[int]:
     """Token ids for (prompt, reply), cut from the left when too long; an end token for decoders."""
+    prompt = reward_prompt(prompt)
     is_encoder = tokenizer.cls_token is not None and tokenizer.sep_token is not None
     if is_encoder:
         side = tokenizer.truncation_side
@@ -29,8 +78,7 @@ def encode_pair(tokenizer, prompt: str, reply: str, max_length: int) -> list[int
         finally:
             tokenizer.truncation_side = side
         return ids
-    text = f"{prompt}\n\nAssistant: {reply}" if prompt else reply
-    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    ids = tokenizer(reward_text(prompt, reply), add_special_tokens=True)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos is not None and (not ids or ids[-1] != eos):
         ids = ids + [eos]
@@ -47,7 +95,8 @@ class RewardScorer:
         self.max_length = max_length
 
     @classmethod
-    def load(cls, folder: str | Path, max_length: int = 512, device: str | None = None) -> RewardScorer:
+    def load(cls, folder: str | Path, max_length: int | None = None, device: str | None = None) -> RewardScorer:
+        """Load a reward model; ``max_length`` defaults to the one it was trained with."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from rlhf.modelfiles import ModelError
@@ -65,14 +114,14 @@ class RewardScorer:
         from rlhf.pooling import restore
 
         restore(model)
-        return cls(model, tokenizer, max_length, pick_device(device))
+        return cls(model, tokenizer, max_length or read_format(folder)["max_length"], pick_device(device))
 
     @torch.inference_mode()
     def score_batch(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[float]:
         scores: list[float] = []
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(pairs), batch_size):
-            ids = [encode_pair(self.tokenizer, p, r, self.max_length) for p, r in pairs[start : start + batch_size]]
+            ids = [self.encode(p, r) for p, r in pairs[start : start + batch_size]]
             width = max(len(x) for x in ids)
             # Right padding: sequence-classification heads find the last real token from the pad id.
             input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=self.device)
@@ -80,6 +129,10 @@ class RewardScorer:
             logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
             scores += logits.float().cpu().tolist()
         return scores
+
+    def encode(self, prompt, reply: str) -> list[int]:
+        """The token ids this scorer feeds the model (the same function as training)."""
+        return encode_pair(self.tokenizer, prompt, reply, self.max_length)
 
     def score(self, prompt: str, reply: str) -> float:
         return self.score_batch([(prompt, reply)])[0]

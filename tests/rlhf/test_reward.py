@@ -297,3 +297,37 @@ def test_train_and_eval_with_skip_invalid(tmp_path: Path, studio_home: Path, tin
     sft.write_text(f"data: {raw}\nbase_model: tiny-enc\n")
     assert main(["train", "sft", "--config", str(sft), "--skip-invalid", "--runs-dir", str(runs)]) == 2
     assert "applies to pairs files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("base", ["encoder", "decoder"])
+def test_one_prompt_format_for_training_and_every_scorer(
+    tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, tiny_lm_dir: Path, base: str
+) -> None:
+    from rlhf.rewards import ModelReward
+    from rlhf.scoring import FORMAT_FILE, encode_pair, reward_prompt
+
+    registry = ModelRegistry()
+    registry.add(tiny_encoder_dir if base == "encoder" else tiny_lm_dir, name="tiny-base")
+    hh = tmp_path / "hh.jsonl"
+    hh.write_text(
+        "\n".join(
+            json.dumps({"chosen": f"\n\nHuman: hi {i}\n\nAssistant: hello", "rejected": f"\n\nHuman: hi {i}\n\nAssistant: go"})
+            for i in range(16)
+        )
+    )
+    cfg = RewardRunConfig(data=str(hh), base_model="tiny-base", epochs=1, batch_size=8, max_length=24, register_as="rm-format")
+    _train(tmp_path, cfg, registry)
+    folder = registry.resolve("rm-format")
+    assert json.loads((folder / FORMAT_FILE).read_text()) == {"prompt_format": "transcript-v1", "max_length": 24}
+    # what training encoded for the first pair (the prompt as the pairs file gives it) ...
+    pair = read_pairs(hh)[0]
+    scorer = RewardScorer.load(folder, device="cpu")
+    trained_ids = encode_pair(scorer.tokenizer, pair.prompt, pair.chosen, cfg.max_length)
+    # ... is what every scorer feeds it: a bare question (PPO, prompt lab, eval), chat messages, the transcript
+    assert scorer.max_length == 24
+    for prompt in ("hi 0", [{"role": "user", "content": "hi 0"}], "User: hi 0"):
+        assert reward_prompt(prompt) == pair.prompt == "User: hi 0"
+        assert scorer.encode(prompt, "hello") == trained_ids
+    ppo_reward = ModelReward("rm-format", registry, device="cpu")
+    assert ppo_reward.scorer.max_length == 24
+    assert ppo_reward(["hi 0"], ["hello"], [None]) == pytest.approx(scorer.score_batch([(pair.prompt, pair.chosen)]), abs=1e-5)
