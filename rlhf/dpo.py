@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.launch import LaunchFields, is_main_process
-from rlhf.preference_data import Pair, read_split
+from rlhf.preference_data import Pair, read_split, transcript_messages
 
 
 @dataclass
@@ -71,7 +71,8 @@ def conversational(pairs: list[Pair]):
     return Dataset.from_list(
         [
             {
-                "prompt": [{"role": "user", "content": p.prompt}],
+                # a multi-turn HH prompt becomes its turns, so the chat template formats each one
+                "prompt": transcript_messages(p.prompt),
                 "chosen": [{"role": "assistant", "content": p.chosen}],
                 "rejected": [{"role": "assistant", "content": p.rejected}],
             }
@@ -153,7 +154,8 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
         from rlhf.evaluation import end_of_run_check
 
         del final
-        held_out = list(dict.fromkeys(p.prompt for p in eval_pairs)) or list(dict.fromkeys(p.prompt for p in train_pairs))
+        texts = list(dict.fromkeys(p.prompt for p in eval_pairs)) or list(dict.fromkeys(p.prompt for p in train_pairs))
+        held_out = [transcript_messages(t) for t in texts]
         metrics.update(
             end_of_run_check(
                 run, start=cfg.policy, prompts=held_out, judge=cfg.check_judge, count=cfg.check_prompts, lineage=lineage,

@@ -498,7 +498,10 @@ def end_of_run_check(
         return {"check_error": "no held-out prompts to judge on"}
     try:
         spec = parse_judge(judge)
-        write_private(folder / "prompts.jsonl", "".join(json.dumps({"prompt": _prompt_text(p)}, ensure_ascii=False) + "\n" for p in chosen))
+        write_private(
+            folder / "prompts.jsonl",
+            "".join(json.dumps({"messages": p} if isinstance(p, list) else {"prompt": p}, ensure_ascii=False) + "\n" for p in chosen),
+        )
         trained = str(run.checkpoint_dir.resolve())
         cfg = EvalRunConfig(
             contenders=[{"model": start, "label": "start"}, {"model": trained, "label": "trained"}],

@@ -31,6 +31,20 @@ class Pair:
     agreement: float | None = None  # share of annotators who agreed, when a snapshot says
 
 
+TRANSCRIPT_TURN = re.compile(r"(?:^|\n\n)(User|Assistant|System): ")
+
+
+def transcript_messages(prompt: str) -> list[dict]:
+    """A ``User: ... / Assistant: ...`` transcript (as pairs files give prompts) as chat messages.
+
+    Text that is not a transcript is the user's one message.
+    """
+    if not prompt.startswith(("User: ", "System: ")):
+        return [{"role": "user", "content": prompt}]
+    parts = TRANSCRIPT_TURN.split(prompt)
+    return [{"role": parts[i].lower(), "content": parts[i + 1].strip()} for i in range(1, len(parts) - 1, 2)]
+
+
 def _render(messages: list[dict]) -> str:
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
 

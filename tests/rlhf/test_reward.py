@@ -116,6 +116,14 @@ def test_pair_files(tmp_path: Path) -> None:
         handle.write(json.dumps(hh) + "\n")
     [pair] = read_pairs(gz)
     assert (pair.prompt, pair.chosen, pair.rejected) == ("User: hi", "hello", "go away")
+    from rlhf.preference_data import transcript_messages
+
+    assert transcript_messages("User: hi\n\nAssistant: yo\n\nUser: and?") == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "and?"},
+    ]
+    assert transcript_messages("a bare question") == [{"role": "user", "content": "a bare question"}]
     conv = tmp_path / "conv.json"
     conv.write_text(
         json.dumps(
