@@ -219,6 +219,9 @@ def _start_run(kind: str, args: argparse.Namespace, config: dict | None = None) 
     if cfg.launcher == "accelerate" and not under_launcher():
         print(f"run {run.id}: {run.path}", flush=True)
         return _run_under_accelerate(kind, run, cfg.num_processes)
+    from rlhf.threads import apply_threads
+
+    threads = apply_threads(getattr(cfg, "threads", 0))
     if not is_main_process():
         train(cfg, run, StopRequest(), resume=resume)
         return 0
@@ -229,6 +232,8 @@ def _start_run(kind: str, args: argparse.Namespace, config: dict | None = None) 
             sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
         try:
             with run_guard(run) as stop:
+                print(f"torch threads: {threads['why']}", flush=True)
+                run.append_event({"step": 0, **{k: v for k, v in threads.items() if k != "why"}, "threads_why": threads["why"]})
                 metrics = train(cfg, run, stop, resume=resume)
         finally:
             sys.stdout, sys.stderr = out, err

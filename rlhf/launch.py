@@ -25,12 +25,17 @@ class LaunchFields:
 
     launcher: str = field(default="python", metadata={"help": "python (one process) or accelerate (accelerate launch of the same command)"})
     num_processes: int = field(default=1, metadata={"help": "processes for accelerate launch (one per GPU; 1 on CPU)"})
+    threads: int = field(
+        default=0, metadata={"help": "CPU threads for torch; 0 = the cores that are free when the run starts (logged in its first event)"}
+    )
 
     def check_launch(self) -> None:
         if self.launcher not in ("python", "accelerate"):
             raise ValueError(f"launcher must be 'python' or 'accelerate', got {self.launcher!r}")
         if self.num_processes < 1:
             raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = automatic), got {self.threads}")
 
 
 def train_command(kind: str, run_folder: Path) -> list[str]:

@@ -125,6 +125,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     parser.add_argument("--db", default=None, help="DuckDB file (default: $STUDIO_DB or ./studio.duckdb)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for generation in the studio (default: $STUDIO_THREADS, else the cores free at start-up)",
+    )
 
 
 def db_path(arg: str | None) -> Path:
@@ -159,8 +165,20 @@ def launch(ctx: StudioContext, blocks: gr.Blocks, host: str, port: int, share: b
     return url
 
 
+def set_threads(requested: int | None) -> None:
+    """Choose torch's CPU threads for the studio's own generation and say why (runs choose their own)."""
+    import os
+
+    from rlhf.threads import apply_threads
+
+    env = os.environ.get("STUDIO_THREADS", "")
+    info = apply_threads(requested or (int(env) if env.isdigit() else 0))
+    print(f"torch threads for the studio's generation: {info['why']}", flush=True)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Open the store (this process becomes its single writer) and serve until stopped."""
+    set_threads(getattr(args, "threads", None))
     ctx = StudioContext.open(db_path(args.db))
     try:
         launch(ctx, build_app(ctx), args.host, args.port, args.share)
@@ -174,6 +192,7 @@ def standalone(build: Callable[[StudioContext], gr.Blocks]) -> None:
     parser = argparse.ArgumentParser(description="Run one RLHF Studio screen on its own.")
     add_server_arguments(parser)
     args = parser.parse_args()
+    set_threads(args.threads)
     ctx = StudioContext.open(db_path(args.db))
     try:
         launch(ctx, build(ctx), args.host, args.port, args.share)

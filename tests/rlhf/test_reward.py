@@ -165,11 +165,16 @@ def test_snapshot_agreement_splits_the_accuracy(tmp_path: Path) -> None:
 def test_train_and_eval_commands(tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, pairs_file: Path, capsys) -> None:
     ModelRegistry().add(tiny_encoder_dir, name="tiny-enc")
     config = tmp_path / "run.yaml"
-    config.write_text(f"data: {pairs_file}\nbase_model: tiny-enc\nepochs: 1\nbatch_size: 16\nmax_length: 32\nregister_as: my-rm\n")
+    config.write_text(
+        f"data: {pairs_file}\nbase_model: tiny-enc\nepochs: 1\nbatch_size: 16\nmax_length: 32\nregister_as: my-rm\nthreads: 1\n"
+    )
     assert main(["train", "reward", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "finished" in out and "registered_as=my-rm" in out
     [run_path] = (tmp_path / "runs").iterdir()
+    first = json.loads((run_path / "events.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 0 and first["threads"] == 1 and first["threads_why"] == "set to 1"
+    assert "torch threads: set to 1" in (run_path / "run.log").read_text()
     assert "# registered model name or local folder to start from" in (run_path / "config.yaml").read_text()
     assert "loss" in (run_path / "run.log").read_text()
     assert main(["eval", "reward", "--checkpoint", "my-rm", "--pairs", str(pairs_file), "--max-length", "32"]) == 0
