@@ -400,11 +400,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         outputs = [battle, pane_a, pane_b, *controls, result]
         draw_btn.click(on_draw, None, prompt, api_name="arena_draw_prompt")
-        start_btn.click(on_start, prompt, outputs, api_name="arena_start", concurrency_limit=2)
-        follow_btn.click(on_follow, [battle, follow], outputs, api_name="arena_follow_up", concurrency_limit=2)
+        started = start_btn.click(on_start, prompt, outputs, api_name="arena_start", concurrency_limit=2)
+        followed = follow_btn.click(on_follow, [battle, follow], outputs, api_name="arena_follow_up", concurrency_limit=2)
         for key, btn in zip(VOTE_LABELS, vote_btns, strict=True):
             btn.click(voter(key), battle, [battle, result, *controls], api_name=f"arena_vote_{key}", concurrency_limit=1)
-        new_btn.click(on_new, None, [battle, pane_a, pane_b, prompt, result, *controls], api_name="arena_new_round")
+        # A new round stops replies still streaming, so the old battle cannot write over the new one.
+        new_btn.click(
+            on_new, None, [battle, pane_a, pane_b, prompt, result, *controls], api_name="arena_new_round", cancels=[started, followed]
+        )
         save_btn.click(
             on_save,
             [contenders, template_model, project, allow_typed, sampling, temperature, max_tokens, max_turns],

@@ -21,6 +21,11 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _num(value: float) -> str:
+    """Ratings as whole numbers, rates with three digits; never scientific notation."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def interval_chart(title: str, rows: list[tuple[str, float, float, float, str]], reference: float | None = None, unit: str = "") -> str:
     """One row per model: a dot at the value and a whisker from low to high, coloured by tier."""
     if not rows:
@@ -52,14 +57,14 @@ def interval_chart(title: str, rows: list[tuple[str, float, float, float, str]],
             f'stroke="{colour}" stroke-width="3" stroke-linecap="round"/>'
         )
         parts.append(f'<circle cx="{x(value):.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>')
-        parts.append(f'<text x="{width - 84}" y="{y + 4:.1f}" font-size="12" fill="currentColor">{value:.3g}{_esc(unit)}</text>')
+        parts.append(f'<text x="{width - 84}" y="{y + 4:.1f}" font-size="12" fill="currentColor">{_num(value)}{_esc(unit)}</text>')
     for v in np.linspace(lo, hi, 5):
-        parts.append(f'<text x="{x(v):.1f}" y="{height - 8}" text-anchor="middle" font-size="11" fill="#64748b">{v:.3g}</text>')
+        parts.append(f'<text x="{x(v):.1f}" y="{height - 8}" text-anchor="middle" font-size="11" fill="#64748b">{_num(v)}</text>')
     parts.append("</svg>")
     legend = " ".join(
         f'<span style="color:{c}">●</span> {_esc(name)}'
         for name, c in (
-            ("L1 prompting", TIER_COLOURS["L1"]),
+            ("L1 prompting (base or prompted)", TIER_COLOURS["L1"]),
             ("L2 instruction tuning", TIER_COLOURS["L2"]),
             ("L3 alignment", TIER_COLOURS["L3"]),
         )
@@ -88,8 +93,12 @@ def heatmap(title: str, models: list[str], wins: np.ndarray, counts: np.ndarray)
         empty = '<div class="bar-empty">needs battles between two models</div>'
         return f'<div class="eval-chart"><div class="bar-title">{_esc(title)}</div>{empty}</div>'
     cell, label_w, top = 54, 200, 110
-    width, height = label_w + cell * n + 10, top + cell * n + 10
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{_esc(title)}" class="heatmap">']
+    # the rotated column labels reach up and to the right of their column: leave room for the last
+    width, height = label_w + cell * n + 110, top + cell * n + 10
+    parts = [
+        f'<svg viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px" role="img" '
+        f'aria-label="{_esc(title)}" class="heatmap">'
+    ]
     for j, name in enumerate(models):
         short = name if len(name) <= 22 else name[:21] + "…"
         cx = label_w + cell * j + cell / 2

@@ -38,10 +38,13 @@ def refresh_boards(ctx: StudioContext, request: gr.Request | None):
     require(ctx.store, request, READ_RESULTS)
     board = arena_board(ctx)
     levels, levels_chart = levels_board(ctx, board)
+    from studio.leaderboard import PROVISIONAL_BATTLES, plural
+
     note = (
-        f"{board.battles} arena votes. Ratings on the Elo scale"
+        f"{plural(board.battles, 'arena vote')}. Ratings on the Elo scale"
         + (f", {DEFAULT_CHAT_MODEL} fixed at 1000" if any(r.model == DEFAULT_CHAT_MODEL for r in board.ratings) else ", mean 1000")
-        + "; an interval that overlaps another's means the order of the two is not settled yet."
+        + "; an interval that overlaps another's means the order of the two is not settled yet. "
+        + f"With fewer than {PROVISIONAL_BATTLES} battles a rating is provisional: its interval would say little."
     )
     return note, board.frame, board.chart, board.matrix, judged_board(ctx), levels, levels_chart
 
@@ -84,7 +87,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     "Each step up the ladder, what it bought and what it cost: **L1** prompting the base model (templates, "
                     "few-shot, chain-of-thought), **L2** instruction tuning, **L3** alignment (reward model + PPO, RLAIF, DPO)."
                 )
-                levels_table = gr.DataFrame(interactive=False, wrap=True, elem_id="eval-levels-table")
+                levels_table = gr.DataFrame(interactive=False, elem_id="eval-levels-table")
                 levels_chart = gr.HTML(elem_id="eval-levels-chart")
             with gr.Tab("Judged comparisons", id="eval-judged"):
                 with gr.Row():
@@ -127,7 +130,9 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     with gr.Column(scale=3):
                         monitor = build_monitor(ctx, judged.KIND, CHARTS, METRICS)
                 results_note = gr.HTML(elem_id="eval-results-note")
-                results_table = gr.DataFrame(label="Results against the baseline", interactive=False, elem_id="eval-results")
+                results_table = gr.DataFrame(
+                    value=judged.results_frame(None), label="Results against the baseline", interactive=False, elem_id="eval-results"
+                )
                 replies = gr.HTML(elem_id="eval-replies")
 
         board_outputs = [board_note, arena_table, arena_chart, arena_matrix, judged_table, levels_table, levels_chart]

@@ -26,6 +26,19 @@ from rlhf.registry import DEFAULT_CHAT_MODEL
 from studio.charts import heatmap, interval_chart
 from studio.context import StudioContext
 
+# Below this many battles a model's bootstrap interval says little (one vote resamples to itself).
+PROVISIONAL_BATTLES = 10
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def interval_text(r: Rating) -> str:
+    if r.battles < PROVISIONAL_BATTLES:
+        return f"provisional ({plural(r.battles, 'battle')})"
+    return f"{r.lower:.0f} to {r.upper:.0f}"
+
 
 @dataclass
 class ArenaBoard:
@@ -49,7 +62,7 @@ def arena_board(ctx: StudioContext, rounds: int = 200) -> ArenaBoard:
     ratings = bootstrap_ratings(outcomes, rounds=rounds, seed=0, anchor=anchor)
     rows = []
     for i, r in enumerate(ratings, 1):
-        rows.append([i, r.model, round(r.rating), f"{r.lower:.0f} to {r.upper:.0f}", r.battles, f"{r.wins} / {r.ties} / {r.losses}"])
+        rows.append([i, r.model, round(r.rating), interval_text(r), r.battles, f"{r.wins} / {r.ties} / {r.losses}"])
     names, wins, counts = win_matrix(outcomes)
     tiers = {row["model"]: row["tier"] for row in _level_rows(ctx)}
     chart = interval_chart(
@@ -150,7 +163,7 @@ def _level_rows(ctx: StudioContext) -> list[dict]:
     rows = []
     for entry in ctx.registry.entries("causal-lm"):
         tier, method = tier_of(entry.lineage)
-        cost = _run_cost(ctx, entry.lineage["run"]) if entry.lineage.get("run") else {}
+        cost = _run_cost(ctx, entry.lineage["run"]) if entry.lineage.get("run") else {"data": "pretrained (no training here)"}
         parent = entry.lineage.get("policy") or entry.lineage.get("base_model") or ""
         rows.append({"model": entry.name, "tier": tier, "method": method, "from": parent, **cost})
     return rows
@@ -196,7 +209,7 @@ def levels_board(ctx: StudioContext, arena: ArenaBoard | None = None) -> tuple[p
                 row.get("device") or "",
                 _fmt_params(row.get("trainable_params")),
                 row.get("data") or "",
-                f"{rating.rating:.0f} ({rating.lower:.0f} to {rating.upper:.0f}), {rating.battles} battles" if rating else "",
+                f"{rating.rating:.0f} ({interval_text(rating)}), {plural(rating.battles, 'battle')}" if rating else "",
                 f"{j['win_rate']:.2f} [{j['win_rate_low']:.2f}, {j['win_rate_high']:.2f}] vs {j['baseline']}, {j['mean_words']:.0f} words"
                 if j
                 else "",

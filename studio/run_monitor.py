@@ -121,7 +121,8 @@ class Monitor:
 
 def build_monitor(ctx: StudioContext, kind: str, charts: tuple[Chart, ...], metric_keys: tuple[str, ...]) -> Monitor:
     """The runs table and the selected run's detail, polled every 2 s."""
-    table = gr.DataFrame(label="Runs", interactive=False, elem_id=f"{kind}-runs")
+    empty = pd.DataFrame([], columns=["run", "state", "step", *metric_keys, "registered as", "created", "error"])
+    table = gr.DataFrame(value=empty, label="Runs", interactive=False, elem_id=f"{kind}-runs")
     with gr.Row():
         run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, elem_id=f"{kind}-run", scale=3)
         cancel = gr.Button("Cancel run", variant="stop", interactive=False, elem_id=f"{kind}-cancel", scale=1)

@@ -333,7 +333,7 @@ def test_blind_battle_then_the_leaderboard(browser, arena_studio, screenshot_dir
     admin.get_by_role("tab", name="Levels board").click()
     _wait_text(admin, "eval-levels-table", *NAMES)
     levels = admin.inner_text("#eval-levels-table")
-    assert len(re.findall(r"\d+ \(\d+ to \d+\), 1 battle", levels)) == 2, levels  # both contenders' arena ratings
+    assert len(re.findall(r"\d+ \(provisional \(1 battle\)\), 1 battle", levels)) == 2, levels  # both contenders' ratings
     admin.screenshot(path=str(screenshot_dir / "evaluate_levels.png"), full_page=True)
     admin.get_by_role("tab", name="Judged comparisons").click()
     admin.locator("#eval-launch").wait_for()
