@@ -8,10 +8,13 @@ a verdict ("a", "b" or "tie") and a preference for A (positive: A better). Three
     {type: function, function: "pkg.mod:fn"}     # fn(prompt, reply) -> score, or fn(prompt, first, second) -> preference
 
 A pairwise judge (the LM, or a three-argument function) is asked twice, once with each reply
-shown first, so a judge that favours a position cancels out: the verdict stands only when both
-orders agree, otherwise it is a tie, and the preference is the mean of the two orders' (with
-the second sign-flipped). The LM judge reads the next-token log-probabilities of "A" and "B",
-so it never has to write a parseable answer.
+shown first, and its two answers are averaged (the second sign-flipped): a preference for a
+position adds the same amount to both answers and cancels, while a preference for a reply
+survives. The verdict is the sign of that average (a tie when it is zero). Small judges lean on
+position heavily (SmolLM2 prefers whatever it reads first by more than it prefers either reply),
+so requiring both orders to agree would turn nearly every verdict into a tie; the average keeps
+what the judge knows. Both answers are kept with each judgement. The LM judge reads the
+next-token log-probabilities of "A" and "B", so it never has to write a parseable answer.
 
     judge = build_judge({"type": "reward_model", "model": "rm-hh"})
     found = judge.judge(prompts, replies_a, replies_b)     # [Judgement(verdict, preference, orders)]
@@ -91,21 +94,19 @@ def describe(spec: dict) -> str:
 
 
 def swap_debiased(ask: Callable[[list[str], list[str], list[str]], list[float]], prompts, a, b) -> list[Judgement]:
-    """Ask a pairwise judge in both orders; a verdict stands only when the two orders agree.
+    """Ask a pairwise judge in both orders and average, so a position preference cancels.
 
-    ``ask(prompts, first, second)`` returns "first is better" scores (> 0: the first reply).
+    ``ask(prompts, first, second)`` returns "first is better" scores (> 0: the first reply). With
+    A first the judge says ``d + c`` (``d``: its preference for A, ``c``: for the first position);
+    with B first it says ``-d + c``; half the difference is ``d``.
     """
     a_first = ask(list(prompts), list(a), list(b))
     b_first = ask(list(prompts), list(b), list(a))
     out = []
     for one, two in zip(a_first, b_first, strict=True):
-        if one > 0 and two < 0:
-            verdict = "a"
-        elif one < 0 and two > 0:
-            verdict = "b"
-        else:  # the orders disagree (a position preference) or the judge cannot tell
-            verdict = "tie"
-        out.append(Judgement(verdict, (one - two) / 2, (float(one), float(two))))
+        preference = (float(one) - float(two)) / 2
+        verdict = "a" if preference > 0 else "b" if preference < 0 else "tie"
+        out.append(Judgement(verdict, preference, (float(one), float(two))))
     return out
 
 

@@ -31,16 +31,19 @@ def test_swapped_judge_keeps_a_real_preference_in_either_position() -> None:
     assert found[0].preference == 3 and found[1].preference == -3
 
 
-def test_a_biased_pairwise_judge_is_right_only_when_both_orders_agree() -> None:
-    def ask(prompts, first, second):  # prefers the first by 2, and truly prefers "good" by 3
-        return [2.0 + 3.0 * ((f == "good") - (s == "good")) for f, s in zip(first, second, strict=True)]
+def test_a_position_bias_larger_than_the_preference_still_cancels() -> None:
+    # the judge prefers the first position by 2, and "good" over "bad" by 1 or 3
+    def ask(strength):
+        def judge(prompts, first, second):
+            return [2.0 + strength * ((f == "good") - (s == "good")) for f, s in zip(first, second, strict=True)]
 
-    found = swap_debiased(ask, ["q"] * 2, ["good", "bad"], ["bad", "good"])
-    assert [j.verdict for j in found] == ["a", "b"]
-    weak = swap_debiased(
-        lambda p, f, s: [2.0 + 1.0 * ((x == "good") - (y == "good")) for x, y in zip(f, s, strict=True)], ["q"], ["good"], ["bad"]
-    )
-    assert weak[0].verdict == "tie"  # the position bias outweighs the preference: no verdict
+        return judge
+
+    for strength in (1.0, 3.0):
+        found = swap_debiased(ask(strength), ["q"] * 2, ["good", "bad"], ["bad", "good"])
+        assert [j.verdict for j in found] == ["a", "b"]
+        assert [j.preference for j in found] == [strength, -strength]
+        assert found[0].orders == (2.0 + strength, 2.0 - strength)
 
 
 @pytest.mark.parametrize(
