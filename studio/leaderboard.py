@@ -199,16 +199,11 @@ def levels_board(ctx: StudioContext, arena: ArenaBoard | None = None) -> tuple[p
         rating = ratings.get(row["model"])
         j = judged.get(row["model"])
         check = row.get("judged_win_rate_vs_start")
+        # what it bought first (the page is narrow), then what it cost
         table.append(
             [
                 row["tier"],
                 row["model"],
-                row["method"],
-                row["from"],
-                _fmt_seconds(row.get("train_seconds")),
-                row.get("device") or "",
-                _fmt_params(row.get("trainable_params")),
-                row.get("data") or "",
                 f"{rating.rating:.0f} ({interval_text(rating)}), {plural(rating.battles, 'battle')}" if rating else "",
                 f"{j['win_rate']:.2f} [{j['win_rate_low']:.2f}, {j['win_rate_high']:.2f}] vs {j['baseline']}, {j['mean_words']:.0f} words"
                 if j
@@ -216,6 +211,12 @@ def levels_board(ctx: StudioContext, arena: ArenaBoard | None = None) -> tuple[p
                 f"{check:.2f} [{row['judged_win_rate_vs_start_low']:.2f}, {row['judged_win_rate_vs_start_high']:.2f}]"
                 if check is not None
                 else "",
+                row["method"],
+                _fmt_seconds(row.get("train_seconds")),
+                row.get("device") or "",
+                _fmt_params(row.get("trainable_params")),
+                row.get("data") or "",
+                row["from"],
             ]
         )
         if j:
@@ -223,15 +224,15 @@ def levels_board(ctx: StudioContext, arena: ArenaBoard | None = None) -> tuple[p
     columns = [
         "tier",
         "model",
+        "arena rating (95% interval)",
+        "judged win rate [95% CI]",
+        "run's check vs start",
         "method",
-        "trained from",
         "training time",
         "device",
         "trained parameters",
         "data",
-        "arena rating (95% interval)",
-        "judged win rate [95% CI]",
-        "run's check vs start",
+        "trained from",
     ]
     chart = interval_chart("Judged win rate against the baseline, by tier (95% interval; 0.5 = no better)", chart_rows, reference=0.5)
     return pd.DataFrame(table, columns=columns), chart
