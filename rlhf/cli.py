@@ -561,6 +561,10 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None, user_err
     except _user_errors() + user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `rlhf-studio runs list | head`: the reader went away; nothing is wrong
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout again at exit
+        return 0
     finally:
         os.umask(previous)
 
