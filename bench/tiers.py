@@ -59,6 +59,12 @@ def run(args: list[str], env: dict, log: Path) -> float:
 
 
 def train(kind: str, cfg: dict, env: dict, name: str) -> tuple[float, dict]:
+    done = _finished(kind, cfg.get("register_as"))
+    if done is not None:  # a rerun keeps what an earlier run of this bench trained with the same config
+        print(f"  {name}: kept from {done.name}", flush=True)
+        status = json.loads((done / "status.json").read_text())
+        metrics = json.loads((done / "metrics.json").read_text())
+        return metrics.get("train_seconds") or 0.0, {**metrics, "_started": status.get("started")}
     path = WORK / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -66,6 +72,28 @@ def train(kind: str, cfg: dict, env: dict, name: str) -> tuple[float, dict]:
     newest = max((p for p in (WORK / "runs").iterdir() if p.name.startswith(kind)), key=lambda p: p.stat().st_mtime)
     print(f"  {name}: {seconds / 60:.1f} min ({newest.name})", flush=True)
     return seconds, json.loads((newest / "metrics.json").read_text())
+
+
+def _finished(kind: str, name: str | None) -> Path | None:
+    """The newest finished run of ``kind`` registered as ``name`` (waiting for one still running)."""
+    from rlhf.runs import RunDir
+
+    runs = WORK / "runs"
+    if not name or not runs.is_dir():
+        return None
+    for folder in sorted(runs.glob(f"{kind}-*"), reverse=True):
+        try:
+            config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        except (OSError, ValueError):
+            continue
+        if config.get("register_as") != name:
+            continue
+        run = RunDir(folder)
+        while run.effective_state() == "running":  # an earlier bench's run of the same model: let it finish
+            time.sleep(10)
+        if run.effective_state() == "finished" and run.metrics().get("registered_as") == name:
+            return folder
+    return None
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -80,6 +108,8 @@ def main() -> None:
     parser.add_argument("--sft-examples", type=int, default=200)
     parser.add_argument("--eval-prompts", type=int, default=48)
     parser.add_argument("--ppo-steps", type=int, default=None, help="PPO steps (default: the recipe's)")
+    parser.add_argument("--no-sft", action="store_true", help="leave the L2 SFT model out")
+    parser.add_argument("--judges", choices=["both", "rm"], default="both", help="rm: only the half-A reward model judges")
     args = parser.parse_args()
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -115,35 +145,32 @@ def main() -> None:
     figures["costs"]["judge_rm_a"] = {"seconds": round(sec), "eval_accuracy": m.get("eval_accuracy")}
     sec, m = train("reward", recipe("reward-minilm.yaml", data=str(b_file), register_as="tiers-rm-b"), env, "rm-b")
     figures["costs"]["rm_b"] = {"seconds": round(sec), "eval_accuracy": m.get("eval_accuracy")}
+    sec, m = train("dpo", recipe("dpo-smollm2.yaml", data=str(dpo_file), register_as="tiers-dpo"), env, "dpo")
+    dpo_keys = ("eval_accuracies_before", "eval_accuracies", "judged_win_rate_vs_start")
+    figures["costs"]["dpo"] = {"seconds": round(sec), **{k: m.get(k) for k in dpo_keys}}
     ppo = recipe("ppo-smollm2-reward-model.yaml", prompts=str(b_prompts), register_as="tiers-ppo")
     ppo["rewards"] = [{"type": "model", "model": "tiers-rm-b", "weight": 1.0}]
     if args.ppo_steps:
         ppo["steps"] = args.ppo_steps
     sec, m = train("ppo", ppo, env, "ppo")
-    figures["costs"]["ppo"] = {
-        "seconds": round(sec),
-        **{k: m.get(k) for k in ("eval_reward_gain", "eval_kl_end", "episodes", "judged_win_rate_vs_start")},
-    }
-    sec, m = train("dpo", recipe("dpo-smollm2.yaml", data=str(dpo_file), register_as="tiers-dpo"), env, "dpo")
-    figures["costs"]["dpo"] = {
-        "seconds": round(sec),
-        **{k: m.get(k) for k in ("eval_accuracies_before", "eval_accuracies", "judged_win_rate_vs_start")},
-    }
-    sec, m = train("sft", recipe("sft-smollm2-lora.yaml", data=str(sft_file), register_as="tiers-sft"), env, "sft")
-    figures["costs"]["sft"] = {"seconds": round(sec), **{k: m.get(k) for k in ("train_examples", "eval_loss")}}
+    ppo_keys = ("eval_reward_gain", "eval_kl_end", "episodes", "judged_win_rate_vs_start")
+    figures["costs"]["ppo"] = {"seconds": round(sec), **{k: m.get(k) for k in ppo_keys}}
+    if not args.no_sft:
+        sec, m = train("sft", recipe("sft-smollm2-lora.yaml", data=str(sft_file), register_as="tiers-sft"), env, "sft")
+        figures["costs"]["sft"] = {"seconds": round(sec), **{k: m.get(k) for k in ("train_examples", "eval_loss")}}
 
     contenders = [
         {"model": "smollm2-135m-instruct", "label": "L1 base"},
         {"model": "smollm2-135m-instruct", "label": "L1 system prompt", "system": L1_SYSTEM},
-        {"model": "tiers-sft", "label": "L2 SFT"},
+        *([] if args.no_sft else [{"model": "tiers-sft", "label": "L2 SFT"}]),
         {"model": "tiers-ppo", "label": "L3 PPO"},
         {"model": "tiers-dpo", "label": "L3 DPO"},
     ]
     figures["judged"] = {}
-    for name, judge in (
-        ("rm_half_a", {"type": "reward_model", "model": "tiers-judge-rm-a"}),
-        ("smollm2_pairwise", {"type": "pairwise", "model": "smollm2-135m-instruct"}),
-    ):
+    judges = [("rm_half_a", {"type": "reward_model", "model": "tiers-judge-rm-a"})]
+    if args.judges == "both":
+        judges.append(("smollm2_pairwise", {"type": "pairwise", "model": "smollm2-135m-instruct"}))
+    for name, judge in judges:
         cfg = {
             "contenders": contenders,
             "prompts": str(eval_prompts),
