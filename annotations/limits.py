@@ -66,6 +66,5 @@ class Limits:
         if len(text) > limit:
             place = f"{where}: " if where else ""
             raise StoreError(
-                f"{place}the {what} has {len(text):,} characters, more than the limit of {limit:,} "
-                f"(shorten it, or raise {_ENV[what]})"
+                f"{place}the {what} has {len(text):,} characters, more than the limit of {limit:,} (shorten it, or raise {_ENV[what]})"
             )
