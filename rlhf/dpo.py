@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf.launch import LaunchFields, is_main_process
+from rlhf.launch import CheckFields, LaunchFields, is_main_process
 from rlhf.preference_data import Pair, read_split, transcript_messages
 
 
 @dataclass
-class DPORunConfig(LaunchFields):
+class DPORunConfig(CheckFields, LaunchFields):
     data: str = field(default="", metadata={"help": "snapshot folder or preference file (TRL or HH-RLHF; .jsonl, .json, .parquet, .gz)"})
     policy: str = field(default="smollm2-135m-instruct", metadata={"help": "registered causal LM (or SFT checkpoint) to tune"})
     beta: float = field(default=0.1, metadata={"help": "strength of the pull toward the reference (higher = closer)"})
@@ -40,23 +40,10 @@ class DPORunConfig(LaunchFields):
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
     save_steps: int = field(default=50, metadata={"help": "save a resumable checkpoint every N steps"})
     register_as: str | None = field(default=None, metadata={"help": "registry name for the result (default: the run id)"})
-    check_judge: str = field(
-        default="pairwise:smollm2-135m-instruct",
-        metadata={
-            "help": "independent check when the run ends: the trained model against its start on held-out prompts, judged by "
-            "reward_model:NAME, pairwise:NAME (an LM, both orders) or function:module:fn; not the training reward; empty = no check"
-        },
-    )
-    check_prompts: int = field(default=16, metadata={"help": "held-out prompts for the independent check (0 = no check)"})
 
     def __post_init__(self) -> None:
         self.check_launch()
-        if self.check_judge:
-            from rlhf.evaluation import parse_judge
-
-            parse_judge(self.check_judge)  # JudgeSpecError (a ValueError) names the format
-        if self.check_prompts < 0:
-            raise ValueError(f"check_prompts must be >= 0, got {self.check_prompts}")
+        self.check_end_check()
         if self.loss_type not in ("sigmoid", "ipo", "hinge"):
             raise ValueError(f"loss_type must be sigmoid, ipo or hinge, got {self.loss_type!r}")
         if self.beta <= 0:

@@ -38,6 +38,28 @@ class LaunchFields:
             raise ValueError(f"threads must be >= 0 (0 = automatic), got {self.threads}")
 
 
+@dataclass
+class CheckFields:
+    """Mixed into the PPO and DPO configs: the independent check when the run ends (rlhf.evaluation)."""
+
+    check_judge: str = field(
+        default="pairwise:smollm2-135m-instruct",
+        metadata={
+            "help": "independent check when the run ends: the trained model against its start on held-out prompts, judged by "
+            "reward_model:NAME, pairwise:NAME (an LM, both orders) or function:module:fn; not the training reward; empty = no check"
+        },
+    )
+    check_prompts: int = field(default=16, metadata={"help": "held-out prompts for the independent check (0 = no check)"})
+
+    def check_end_check(self) -> None:
+        if self.check_judge:
+            from rlhf.evaluation import parse_judge
+
+            parse_judge(self.check_judge)  # JudgeSpecError (a ValueError) names the format
+        if self.check_prompts < 0:
+            raise ValueError(f"check_prompts must be >= 0, got {self.check_prompts}")
+
+
 def train_command(kind: str, run_folder: Path) -> list[str]:
     """The command that runs the prepared run folder (its config.yaml decides the launcher)."""
     if kind == "eval":

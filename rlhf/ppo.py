@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf.launch import LaunchFields
+from rlhf.launch import CheckFields, LaunchFields
 from rlhf.rewards import RewardSpecError, check_specs
 
 
@@ -41,7 +41,7 @@ def _default_rewards() -> list[dict]:
 
 
 @dataclass
-class PPORunConfig(LaunchFields):
+class PPORunConfig(CheckFields, LaunchFields):
     prompts: str = field(
         default="", metadata={"help": "prompts file (.jsonl/.json/.csv/.parquet with prompt/messages/instruction, or .txt)"}
     )
@@ -91,23 +91,10 @@ class PPORunConfig(LaunchFields):
     save_every: int = field(default=10, metadata={"help": "save a resumable checkpoint every N steps"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     register_as: str | None = field(default=None, metadata={"help": "registry name for the result (default: the run id)"})
-    check_judge: str = field(
-        default="pairwise:smollm2-135m-instruct",
-        metadata={
-            "help": "independent check when the run ends: the trained model against its start on held-out prompts, judged by "
-            "reward_model:NAME, pairwise:NAME (an LM, both orders) or function:module:fn; not the training reward; empty = no check"
-        },
-    )
-    check_prompts: int = field(default=16, metadata={"help": "held-out prompts for the independent check (0 = no check)"})
 
     def __post_init__(self) -> None:
         self.check_launch()
-        if self.check_judge:
-            from rlhf.evaluation import parse_judge
-
-            parse_judge(self.check_judge)  # JudgeSpecError (a ValueError) names the format
-        if self.check_prompts < 0:
-            raise ValueError(f"check_prompts must be >= 0, got {self.check_prompts}")
+        self.check_end_check()
         if self.num_processes > 1:
             raise ValueError("PPO runs in one process (one GPU or the CPU); set num_processes: 1")
         if self.method not in ("lora", "top_layers"):

@@ -30,6 +30,29 @@ PATH_FIELDS = ("data", "eval_data", "prompts", "eval_prompts")
 PROJECT_PREFIX = "project:"  # "project:NAME": a store project, exported to a file at launch
 
 
+def prompts_file(store, runs_root, value: str) -> str:
+    """The prompts file a run reads: a project's prompts exported under ``runs_root/prompt-sets``
+    (runs never open the database), or the file named, which must exist. ValueError / StoreError if not.
+    """
+    import re
+    from datetime import datetime
+    from pathlib import Path
+
+    from annotations.export import export_prompts
+    from rlhf.paths import private_dir
+
+    if value.startswith(PROJECT_PREFIX):
+        project = value[len(PROJECT_PREFIX) :]
+        store.project(project)  # an unknown project is refused before anything is written
+        safe = re.sub(r"[^A-Za-z0-9_-]+", "-", project).strip("-") or "project"
+        path = private_dir(Path(runs_root) / "prompt-sets") / f"{safe}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+        export_prompts(store, project, path)
+        return str(path)
+    if not Path(value).is_file():
+        raise ValueError(f"{value} does not exist; choose a project or type the path of a prompts file.")
+    return value
+
+
 def _base_type(hint: Any) -> Any:
     """``int | None`` -> int."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):

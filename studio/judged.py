@@ -19,15 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from annotations.export import export_prompts, labelled_records
+from annotations.export import labelled_records
 from annotations.store import StoreError
 from annotations.templates import load_template, template_names
 from rlhf.config import ConfigError, config_yaml
 from rlhf.evaluation import EvalRunConfig, contender_label, read_results
 from rlhf.paths import private_dir, write_private
 from rlhf.registry import DEFAULT_CHAT_MODEL
-from studio.config_form import PROJECT_PREFIX, confine_config, form_config
+from studio.config_form import PROJECT_PREFIX, confine_config, form_config, prompts_file
 from studio.context import StudioContext
+from studio.permissions import data_path
 from studio.render import markdown_html, plain_text
 
 KIND = "eval"
@@ -131,18 +132,9 @@ def launch(ctx: StudioContext, *args) -> str:
     """Start an eval run (exports first, then the complete check, then the subprocess); its id."""
     sets = ctx.launcher.root / "prompt-sets"
     cfg = make_config(ctx, *args, export_to=sets)
-    if cfg.prompts.startswith(PROJECT_PREFIX):
-        project = cfg.prompts[len(PROJECT_PREFIX) :]
-        ctx.store.project(project)
-        path = private_dir(sets) / f"{_safe(project)}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-        export_prompts(ctx.store, project, path)
-        cfg = dataclasses.replace(cfg, prompts=str(path))
-    elif not Path(cfg.prompts).is_file():
-        raise ValueError(f"{cfg.prompts} does not exist; choose a project or type the path of a prompts file.")
+    cfg = dataclasses.replace(cfg, prompts=prompts_file(ctx.store, ctx.launcher.root, cfg.prompts))
     cfg = confine_config(cfg, ctx.data_roots)
     # Pools named by hand must lie in the data folders too.
-    from studio.permissions import data_path
-
     contenders = [{**c, "pool": str(data_path(ctx.data_roots, c["pool"]))} if c.get("pool") else c for c in cfg.contenders]
     cfg = dataclasses.replace(cfg, contenders=contenders)
     return ctx.launcher.start(KIND, cfg, registry=ctx.registry).id

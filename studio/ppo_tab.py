@@ -14,22 +14,17 @@ Run alone: ``python -m studio.ppo_tab``.
 from __future__ import annotations
 
 import dataclasses
-import re
-from datetime import datetime
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from annotations.export import export_prompts
 from annotations.store import StoreError
 from rlhf.config import ConfigError, config_yaml
 from rlhf.modelfiles import ModelError
-from rlhf.paths import private_dir
 from rlhf.ppo import PPORunConfig, warnings_for
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from rlhf.rewards import DEFAULT_JUDGE_TEMPLATE
-from studio.config_form import build_form, confine_config, confine_paths, form_config, not_ready
+from studio.config_form import build_form, confine_config, confine_paths, form_config, not_ready, prompts_file
 from studio.context import StudioContext
 from studio.permissions import TRAIN, allowed, current_user, data_path, require
 from studio.render import UserError
@@ -126,15 +121,7 @@ def launch(ctx: StudioContext, prompts: str | None, policy: str | None, rewards:
     require(ctx.store, request, TRAIN)
     try:
         cfg = make_config(ctx, prompts, policy, rewards, settings)
-        if cfg.prompts.startswith(PROJECT_PREFIX):
-            project = cfg.prompts[len(PROJECT_PREFIX) :]
-            ctx.store.project(project)  # an unknown project is refused before anything is written
-            safe = re.sub(r"[^A-Za-z0-9_-]+", "-", project).strip("-") or "project"
-            path = private_dir(ctx.launcher.root / "prompt-sets") / f"{safe}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-            export_prompts(ctx.store, project, path)
-            cfg = dataclasses.replace(cfg, prompts=str(path))
-        elif not Path(cfg.prompts).is_file():
-            raise ValueError(f"{prompts} does not exist; choose a project or type the path of a prompts file.")
+        cfg = dataclasses.replace(cfg, prompts=prompts_file(ctx.store, ctx.launcher.root, cfg.prompts))
         cfg = confine_config(cfg, ctx.data_roots)
         return ctx.launcher.start(KIND, cfg, registry=ctx.registry).id
     except (ValueError, StoreError) as exc:
