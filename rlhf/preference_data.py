@@ -49,6 +49,39 @@ def _render(messages: list[dict]) -> str:
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
 
 
+def conversation_tokens(tokenizer, messages: list[dict]) -> int:
+    """Tokens of a conversation as a causal LM sees it (chat template with the reply's opening)."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return len(ids)
+    return len(tokenizer(_render(messages), add_special_tokens=True)["input_ids"])
+
+
+def last_turns(messages: list[dict], tokenizer, budget: int) -> list[dict]:
+    """The end of a conversation that fits in ``budget`` tokens: the last turns first.
+
+    Earlier turns are dropped whole (with the system message), so what is kept starts with a
+    user turn; if the last user turn alone is too long, the start of its text is cut. What the
+    reply answers is at the end of a conversation, so that is what survives.
+    """
+    if budget <= 0 or not messages or conversation_tokens(tokenizer, messages) <= budget:
+        return list(messages)
+    kept = [m for m in messages if m["role"] != "system"]
+    while len(kept) > 1 and conversation_tokens(tokenizer, kept) > budget:
+        kept = kept[1:]
+        while len(kept) > 1 and kept[0]["role"] != "user":
+            kept = kept[1:]
+    for _ in range(4):  # a cut can re-tokenise a little differently at its edge
+        over = conversation_tokens(tokenizer, kept) - budget
+        if over <= 0:
+            break
+        ids = tokenizer(kept[0]["content"], add_special_tokens=False)["input_ids"]
+        keep = max(1, len(ids) - over)
+        kept = [{**kept[0], "content": tokenizer.decode(ids[-keep:]).lstrip()}, *kept[1:]]
+    return kept
+
+
 def _split_hh(text: str, where: str, key: str) -> tuple[str, str]:
     parts = HH_TURN.split("\n\n" + text.lstrip("\n"))
     if len(parts) < 5:
