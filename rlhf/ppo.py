@@ -5,7 +5,9 @@
 One PPO step:
 1. Rollout: a batch of prompts, one sampled reply each, through the batched generation engine.
 2. Score the replies as text (``rlhf.rewards``: reward model, Python function, AI judge, or a
-   weighted mix); a penalty for replies that never end; scaling by the running spread and clipping.
+   weighted mix); a penalty for runaway replies (cut at ``max_new_tokens`` while repeating
+   themselves: :func:`is_runaway`; a reply that is only long is truncated, not penalised);
+   scaling by the running spread and clipping.
 3. One no-grad pass of the policy gives per-token log-probs and values (value head on the
    policy's last hidden state, or a separate small value model); one pass of the reference gives
    its log-probs. The reference is the policy with its LoRA adapters switched off (with
@@ -17,8 +19,8 @@ One PPO step:
    gradient clipping. The KL coefficient adapts toward ``target_kl`` (Ziegler et al. 2019) or stays fixed.
 
 Every step appends its diagnostics to events.jsonl (reward mean and spread, KL, entropy, reply
-length, end-of-turn rate, clip fraction, value loss, approximate KL; sample replies every N
-steps); :func:`warnings_for` reads them for signs of reward hacking.
+length, end-of-turn rate, runaway rate, clip fraction, value loss, approximate KL; sample
+replies every N steps); :func:`warnings_for` reads them for signs of reward hacking.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,9 @@ import torch
 
 from rlhf.launch import CheckFields, LaunchFields
 from rlhf.rewards import RewardSpecError, check_specs
+
+RUNAWAY_NGRAM = 4  # the runaway test counts distinct runs of this many tokens
+RUNAWAY_THRESHOLD = 0.5  # a cut reply whose second half has at most this share of them distinct loops
 
 
 def _default_rewards() -> list[dict]:
@@ -64,7 +70,13 @@ class PPORunConfig(CheckFields, LaunchFields):
     minibatch_size: int = field(default=8, metadata={"help": "replies per gradient step"})
     micro_batch_size: int = field(default=4, metadata={"help": "replies per forward/backward pass (bounds memory; same update)"})
     ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
-    max_new_tokens: int = field(default=48, metadata={"help": "longest reply in tokens"})
+    max_new_tokens: int = field(
+        default=192,
+        metadata={
+            "help": "longest reply in tokens; a reply cut here is scored as it stands (unless it loops), "
+            "and a step's time grows in proportion (192: 4x the cost of 48; the length eval compare uses)"
+        },
+    )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass of the rollouts"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
@@ -81,7 +93,15 @@ class PPORunConfig(CheckFields, LaunchFields):
     reward_scaling: bool = field(default=True, metadata={"help": "divide scores by their running standard deviation"})
     reward_clip: float = field(default=10.0, metadata={"help": "clip scaled scores to [-x, x]"})
     missing_eos_penalty: float | None = field(
-        default=-1.0, metadata={"help": "added to the score of replies that never end (empty = none)"}
+        default=-1.0,
+        metadata={"help": "added to the score of runaway replies: cut at max_new_tokens and looping (see runaway_threshold; empty = none)"},
+    )
+    runaway_threshold: float = field(
+        default=RUNAWAY_THRESHOLD,
+        metadata={
+            "help": "a reply cut at max_new_tokens loops when at most this share of the 4-token runs in its second half are distinct; "
+            "a cut reply that does not loop is only truncated (1 = penalise every cut reply, 0 = none)"
+        },
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
     eval_fraction: float = field(default=0.1, metadata={"help": "share of prompts held out for evaluation (ignored with eval_prompts)"})
@@ -107,6 +127,8 @@ class PPORunConfig(CheckFields, LaunchFields):
             raise ValueError(f"minibatch_size ({self.minibatch_size}) cannot exceed batch_size ({self.batch_size})")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not 0 <= self.runaway_threshold <= 1:
+            raise ValueError(f"runaway_threshold must be in [0, 1], got {self.runaway_threshold}")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0: PPO needs sampled replies")
         try:
@@ -182,6 +204,33 @@ class RunningStd:
         self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
 
 
+def distinct_share(ids: Sequence[int], n: int = RUNAWAY_NGRAM) -> float:
+    """Share of distinct ``n``-token runs in the second half of a reply (1.0: no run repeats).
+
+    A reply stuck in a loop repeats the same few runs (a period of p tokens gives about p
+    distinct ones); ordinary prose, lists included, repeats few. Too short to have a run: 1.0.
+    """
+    tail = list(ids[len(ids) // 2 :])
+    grams = [tuple(tail[i : i + n]) for i in range(len(tail) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+def is_runaway(ids: Sequence[int], threshold: float) -> bool:
+    """Whether a reply's second half is a loop: at most ``threshold`` of its 4-token runs distinct."""
+    return distinct_share(ids) <= threshold
+
+
+def missing_eos_penalties(rollouts, penalty: float | None, threshold: float) -> tuple[list[float], list[bool]]:
+    """(the penalty added to each reply's score, whether each reply is a runaway loop).
+
+    Only a reply that was cut at ``max_new_tokens`` (it never ended its turn) and loops is a
+    runaway; a finished reply, or a cut one that is still saying new things, is only truncated
+    and keeps its score. ``penalty`` None: flagged, never penalised.
+    """
+    runaway = [not r.finished and is_runaway(r.response_ids, threshold) for r in rollouts]
+    return [penalty if loop and penalty is not None else 0.0 for loop in runaway], runaway
+
+
 def warnings_for(events: list[dict], cfg_target_kl: float | None = None, max_new_tokens: int | None = None) -> list[str]:
     """Signs of reward hacking or collapse in a run's step events, as sentences."""
     steps = [e for e in events if "reward_mean" in e and "kl" in e]
@@ -197,8 +246,18 @@ def warnings_for(events: list[dict], cfg_target_kl: float | None = None, max_new
         )
     if last.get("reply_length", 1) < 2:
         out.append("Replies have collapsed to (almost) nothing: the reward may favour empty replies.")
-    if max_new_tokens and last.get("eos_rate", 1) < 0.05 and last.get("reply_length", 0) >= 0.95 * max_new_tokens:
-        out.append("Replies run to the maximum length and never end: the reward may favour length.")
+    # Three steps in a row: with single-turn prompts most of SmolLM2's replies run past 192 tokens,
+    # so one batch of 16 where none ends is chance (about 1 in 30), not a trend.
+    if max_new_tokens and all(e.get("eos_rate", 1) < 0.05 and e.get("reply_length", 0) >= 0.95 * max_new_tokens for e in steps[-3:]):
+        out.append(
+            "Replies run to the maximum length and never end: the reward may favour length (a cut reply is only penalised when it loops)."
+        )
+    recent_loops = [e.get("runaway_rate", 0.0) for e in steps[-3:]]
+    if min(recent_loops) >= 0.25:
+        out.append(
+            f"{last['runaway_rate']:.0%} of the replies loop until max_new_tokens: the policy is repeating itself. "
+            "Make missing_eos_penalty stronger or lower the learning rate."
+        )
     if first.get("entropy") and last.get("entropy", 1) < 0.2 * first["entropy"]:
         out.append(f"Entropy has collapsed from {first['entropy']:.2f} to {last['entropy']:.2f}: the policy is repeating itself.")
     return out
@@ -388,9 +447,8 @@ class PPOTrainer:
         t_gen = time.perf_counter()
         texts = [_text_of(p) for p in prompts]
         raw, parts = reward_fn(texts, [r.text for r in rollouts], references)
-        scores = list(raw)
-        if cfg.missing_eos_penalty is not None:
-            scores = [s + (0.0 if r.finished else cfg.missing_eos_penalty) for s, r in zip(scores, rollouts, strict=True)]
+        penalties, runaway = missing_eos_penalties(rollouts, cfg.missing_eos_penalty, cfg.runaway_threshold)
+        scores = [s + p for s, p in zip(raw, penalties, strict=True)]
         if cfg.reward_scaling:
             self.score_std.update(scores)
             scores = [s / max(self.score_std.std, 1e-6) for s in scores]
@@ -461,6 +519,7 @@ class PPOTrainer:
             "entropy": masked_mean(entropy, mask).item(),
             "reply_length": lengths.float().mean().item(),
             "eos_rate": sum(r.finished for r in rollouts) / n,
+            "runaway_rate": sum(runaway) / n,
             "policy_loss": _mean(stats["policy_loss"]),
             "value_loss": _mean(stats["value_loss"]),
             "clipfrac": _mean(stats["clipfrac"]),

@@ -11,7 +11,19 @@ import pytest
 import torch
 
 from rlhf.config import ConfigError, config_from_dict
-from rlhf.ppo import AdaptiveKL, PPORunConfig, PPOTrainer, gae, masked_whiten, train_ppo, warnings_for
+from rlhf.generation import Rollout
+from rlhf.ppo import (
+    AdaptiveKL,
+    PPORunConfig,
+    PPOTrainer,
+    distinct_share,
+    gae,
+    is_runaway,
+    masked_whiten,
+    missing_eos_penalties,
+    train_ppo,
+    warnings_for,
+)
 from rlhf.registry import ModelRegistry
 from rlhf.rewards import JudgeReward, RewardSpecError, SimilarityReward, build_reward, check_specs
 from rlhf.runs import RunDir, run_guard
@@ -102,7 +114,12 @@ def _reference_logits(trainer: PPOTrainer, ids: torch.Tensor) -> torch.Tensor:
 def test_ppo_raises_the_reward_and_keeps_the_reference(tmp_path: Path, registry: ModelRegistry, prompts_file: Path, method: str) -> None:
     from rlhf.loading import load_causal_lm
 
-    cfg = config(prompts_file, method=method, top_layers=1, learning_rate=3e-3 if method == "lora" else 1e-3)
+    # The tiny random model never ends a reply within 16 tokens. Penalising every cut reply (the
+    # old rule, runaway_threshold 1) shifts every score by -1, and this toy learns faster with the
+    # value head starting at 0 below its scores (seeds 0-3: 3 of 4 rise within 20 steps, against 1 of
+    # 4 without the shift); the test is about the PPO machinery, so it keeps the setting it was tuned with.
+    lr = 3e-3 if method == "lora" else 1e-3
+    cfg = config(prompts_file, method=method, top_layers=1, learning_rate=lr, runaway_threshold=1.0)
     trainer = PPOTrainer(cfg, registry)
     base, _ = load_causal_lm("tiny", registry, device="cpu", dtype=torch.float32)
     ids = torch.tensor([trainer.tokenizer("question 3 about the sea")["input_ids"]])
@@ -230,6 +247,58 @@ def test_warnings_for_reward_hacking() -> None:
     assert "KL is running away" in text and "never end" in text and "Entropy has collapsed" in text
     empty = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 1, "eos_rate": 1.0}]
     assert "collapsed to (almost) nothing" in " ".join(warnings_for(empty, 6.0, 48))
+    long = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 150, "eos_rate": 0.5, "runaway_rate": 0.0}] * 3
+    assert warnings_for(long, 6.0, 192) == []  # half the replies cut at the cap, none looping: nothing wrong
+    unlucky = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 190, "eos_rate": 0.0, "runaway_rate": 0.0}]
+    assert warnings_for(unlucky, 6.0, 192) == []  # one batch in which no reply ended is chance, not a trend
+    loops = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 190, "eos_rate": 0.5, "runaway_rate": 0.5}] * 3
+    assert "50% of the replies loop" in " ".join(warnings_for(loops, 6.0, 192))
+
+
+# -- the missing-end penalty: runaway loops only -------------------------------------------------------
+VARIED = [(7 * i + 3) % 251 for i in range(192)]  # 192 tokens, no 4-token run twice
+LOOP = VARIED[:60] + [11, 12, 13, 14, 15, 16] * 22  # starts well, then repeats 6 tokens to the cap
+# A long list: every item starts the same way ("- **", ":") and shares words, but says new things.
+LIST = [t for i in range(16) for t in (5, 6, 7, 40 + i, 8, 100 + 3 * i, 101 + 3 * i, 102 + 3 * i, 9, 200 + i, 150 + i, 10)]
+
+
+def test_a_loop_is_runaway_and_a_long_varied_reply_is_not() -> None:
+    assert distinct_share(VARIED) == 1.0 and not is_runaway(VARIED, 0.5)
+    assert distinct_share(LOOP) < 0.1 and is_runaway(LOOP, 0.5)
+    assert len(LIST) == 192 and distinct_share(LIST) > 0.8 and not is_runaway(LIST, 0.5)
+    assert is_runaway([42] * 30, 0.5)  # one token over and over
+    assert not is_runaway([1, 2, 3, 1, 2], 0.5)  # too short to tell: never a loop
+    assert not is_runaway(LOOP, 0.0) and is_runaway(VARIED, 1.0)  # 0 = never, 1 = every cut reply
+
+
+def _rollout(response: list[int], finished: bool) -> Rollout:
+    return Rollout(prompt_ids=[1, 2, 3], response_ids=response, text="x", finished=finished)
+
+
+def test_the_missing_end_penalty_hits_only_runaway_cut_replies() -> None:
+    rollouts = [_rollout(LOOP, False), _rollout(VARIED, False), _rollout(LIST, False), _rollout([*LOOP[:40], 0], True)]
+    penalties, runaway = missing_eos_penalties(rollouts, -1.0, 0.5)
+    assert penalties == [-1.0, 0.0, 0.0, 0.0]  # a loop cut at the cap; not a long varied or finished reply
+    assert runaway == [True, False, False, False]
+    assert missing_eos_penalties(rollouts, None, 0.5) == ([0.0] * 4, runaway)  # no penalty: still counted
+    assert missing_eos_penalties(rollouts, -1.0, 1.0)[0] == [-1.0, -1.0, -1.0, 0.0]  # 1: every cut reply, as before
+    with pytest.raises(ValueError, match="runaway_threshold"):
+        PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, runaway_threshold=1.5)
+
+
+@pytest.mark.parametrize(("response", "finished", "penalised"), [(LOOP, False, True), (VARIED, False, False), (LOOP[:50], True, False)])
+def test_a_ppo_step_adds_the_penalty_to_a_runaway_reply_only(
+    registry: ModelRegistry, prompts_file: Path, monkeypatch: pytest.MonkeyPatch, response: list[int], finished: bool, penalised: bool
+) -> None:
+    """Through a real step on the tiny model: the score the update uses is the reward plus the penalty."""
+    cfg = config(prompts_file, batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=len(response), reward_scaling=False)
+    trainer = PPOTrainer(cfg, registry)
+    tokens = len(trainer.tokenizer)
+    rows = [[t % tokens for t in response], [t % tokens for t in VARIED[:20]] + [trainer.engine.stop_ids[0]]]
+    monkeypatch.setattr(trainer, "rollout", lambda prompts, refs, seed=None: [_rollout(rows[0], finished), _rollout(rows[1], True)])
+    diag, _ = trainer.train_step(["a question", "another"], [None, None], build_reward(LIKES_E, registry))
+    assert diag["score_mean"] - diag["reward_mean"] == pytest.approx(-0.5 if penalised else 0.0)  # -1 on one reply of two
+    assert diag["runaway_rate"] == (0.5 if penalised else 0.0)
 
 
 def test_reply_log_probs_match_a_full_forward_pass(registry: ModelRegistry, prompts_file: Path) -> None:
