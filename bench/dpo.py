@@ -10,12 +10,14 @@ process (its own peak memory) with the same torch threads:
 - ``trl-defaults``: trl's DPOTrainer with DPOConfig's defaults (full fine-tune with a reference
   copy, batch 8, max_length 1024, lr 1e-6) on the same conversational pairs.
 - ``before``: the studio's recipe before this change (LoRA r 16 on q/k/v/o of every layer,
-  batch 4, max_length 512, the whole prompt, random batches).
+  batch 4, max_length 512, the whole prompt, random batches, trl's LM head over every position).
 - one option at a time on top of ``before``: ``+grouped`` (batches of similar length),
-  ``+prompt128`` (the prompt's last turns within 128 tokens, max_length 384), ``+top15``
-  (LoRA on the top 15 of 30 layers: backward stops there), ``+precompute`` (reference
-  log-probs in one pass before training);
-- ``after``: the new recipe (grouped, prompt128, the defaults of ``rlhf.dpo``).
+  ``+replies-only`` (the LM head over reply tokens only), ``+prompt128`` (the prompt's last
+  turns within 128 tokens, max_length 384), ``+precompute`` (reference log-probs in one pass
+  before training);
+- ``after``: the new defaults of ``rlhf.dpo`` (all three of grouped, replies-only, prompt128),
+  and options on top of it: ``after+top15`` (LoRA on the top 15 of 30 layers: backward stops
+  there), ``after+prompt64`` (64 prompt tokens, max_length 320), ``after+batch8``.
 
 Printed per variant: training seconds, tokens trained on (prompt + reply, both replies, after
 each variant's truncation) per second, pairs per second, the projected minutes for one epoch
@@ -40,15 +42,18 @@ from pathlib import Path
 from bench.common import ROOT, SHARED_DATA, write_result
 
 POLICY = "smollm2-135m-instruct"
-BEFORE = {"max_length": 512, "max_prompt_tokens": 511, "group_by_length": False, "lora_layers": 0, "precompute_reference": False}
+BEFORE = {"max_length": 512, "max_prompt_tokens": 511, "group_by_length": False, "replies_only": False, "precompute_reference": False}
 VARIANTS = {
     "trl-defaults": None,
     "before": BEFORE,
     "+grouped": {**BEFORE, "group_by_length": True},
+    "+replies-only": {**BEFORE, "replies_only": True},
     "+prompt128": {**BEFORE, "max_length": 384, "max_prompt_tokens": 128},
-    "+top15": {**BEFORE, "lora_layers": 15},
     "+precompute": {**BEFORE, "precompute_reference": True},
     "after": {},  # the DPORunConfig defaults
+    "after+top15": {"lora_layers": 15},
+    "after+prompt64": {"max_prompt_tokens": 64, "max_length": 320},
+    "after+batch8": {"batch_size": 8},
 }
 
 
@@ -99,7 +104,7 @@ def worker(args: argparse.Namespace) -> None:
 
         cfg = DPORunConfig(
             data=args.data, policy=POLICY, eval_fraction=0.0, check_judge="", save_steps=100_000, logging_steps=5,
-            register_as=f"bench-dpo-{args.worker.strip('+')}", threads=args.threads, **options,
+            register_as="bench-dpo-" + "".join(c if c.isalnum() else "-" for c in args.worker).strip("-"), threads=args.threads, **options,
         )  # fmt: skip
         run = RunDir.create(Path(args.work) / "runs", "dpo", {})
         with run_guard(run, handle_sigterm=False) as stop:

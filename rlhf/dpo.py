@@ -13,6 +13,7 @@ before and after. The result is merged and registered like any causal LM.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from rlhf.launch import CheckFields, LaunchFields, is_main_process
@@ -39,6 +40,9 @@ class DPORunConfig(CheckFields, LaunchFields):
         default=0, metadata={"help": "LoRA on the top N layers only (0 = every layer); fewer is faster (backward stops there)"}
     )
     group_by_length: bool = field(default=True, metadata={"help": "batch pairs of similar length together (less padding)"})
+    replies_only: bool = field(
+        default=True, metadata={"help": "project only reply tokens through the LM head (same results; trl does it only with Triton)"}
+    )
     precompute_reference: bool = field(
         default=False, metadata={"help": "reference log-probs in one pass before training (cached for a rerun on the same data)"}
     )
@@ -150,6 +154,29 @@ def tie_metrics(beta: float, loss_type: str) -> dict:
     return {"eval_loss": loss, "eval_accuracies": 0.5, "eval_margins": 0.0}
 
 
+@contextmanager
+def replies_scored_only():
+    """Score only the reply tokens, not every position, while trl's DPO runs without Triton.
+
+    trl's fused LM head projects the positions whose labels count (the replies) on a GPU with
+    Triton, but every position (the prompt and the padding too) elsewhere, to keep shapes fixed
+    for compilers such as Neuron's. On a CPU that is most of the work: the head over a 49k
+    vocabulary on prompt tokens whose log-probs are thrown away. Same kernel, same results (a
+    test compares them), fewer rows.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:  # another trl: leave it as it is
+        yield
+        return
+    trl_utils._use_triton = lambda device: True  # only decides which rows are scored, in this module
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def _trainer_class():
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from trl import DPOTrainer
@@ -206,31 +233,32 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
         gradient_checkpointing=False,
     )
     trainer_class = _trainer_class() if cfg.group_by_length else DPOTrainer
-    started = time.perf_counter()
-    trainer = trainer_class(
-        model=model,
-        ref_model=None,  # with LoRA the reference is the model with its adapters off
-        args=args,
-        train_dataset=conversational(train_pairs, tokenizer, cfg.max_prompt_tokens),
-        eval_dataset=conversational(eval_pairs, tokenizer, cfg.max_prompt_tokens) if eval_pairs else None,
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=[run_callback(run, stop)],
-    )
-    # tokenising, and with precompute_reference the reference pass over every pair
-    run.append_event({"step": 0, "prepare_seconds": round(time.perf_counter() - started, 1)})
+    with replies_scored_only() if cfg.replies_only else nullcontext():
+        started = time.perf_counter()
+        trainer = trainer_class(
+            model=model,
+            ref_model=None,  # with LoRA the reference is the model with its adapters off
+            args=args,
+            train_dataset=conversational(train_pairs, tokenizer, cfg.max_prompt_tokens),
+            eval_dataset=conversational(eval_pairs, tokenizer, cfg.max_prompt_tokens) if eval_pairs else None,
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[run_callback(run, stop)],
+        )
+        # tokenising, and with precompute_reference the reference pass over every pair
+        run.append_event({"step": 0, "prepare_seconds": round(time.perf_counter() - started, 1)})
 
-    def held_out() -> dict:
-        return held_out_metrics(trainer, cfg.beta, cfg.loss_type) if eval_pairs else {}
+        def held_out() -> dict:
+            return held_out_metrics(trainer, cfg.beta, cfg.loss_type) if eval_pairs else {}
 
-    # A new adapter starts with LoRA's B at zero, so the policy is the reference and every held-out
-    # pair is a tie: that is known without two passes over the held-out set (minutes on a CPU)
-    before = tie_metrics(cfg.beta, cfg.loss_type) if eval_pairs and adapter_is_zero(trainer.model) else held_out()
-    if before:
-        run.append_event({"step": 0, **before})
-    last = run.last_checkpoint() if resume else None
-    trainer.train(resume_from_checkpoint=str(last) if last else None)
-    after = held_out()
+        # A new adapter starts with LoRA's B at zero, so the policy is the reference and every held-out
+        # pair is a tie: that is known without two passes over the held-out set (minutes on a CPU)
+        before = tie_metrics(cfg.beta, cfg.loss_type) if eval_pairs and adapter_is_zero(trainer.model) else held_out()
+        if before:
+            run.append_event({"step": 0, **before})
+        last = run.last_checkpoint() if resume else None
+        trainer.train(resume_from_checkpoint=str(last) if last else None)
+        after = held_out()
     if not is_main_process():
         return {}
     metrics: dict = {"train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}

@@ -111,3 +111,27 @@ def test_last_turns_keeps_the_end_of_the_conversation(tiny_lm) -> None:
     long = [{"role": "user", "content": " ".join(f"word{i}" for i in range(200)) + " THE END"}]
     cut = last_turns(long, tok, 40)
     assert conversation_tokens(tok, cut) <= 40 and cut[0]["content"].endswith("THE END") and "word0 " not in cut[0]["content"]
+
+
+def test_scoring_only_the_replies_changes_no_log_prob(tmp_path: Path, tiny_lm_dir: Path) -> None:
+    """The CPU shortcut (the LM head over reply tokens only) gives the same held-out figures."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from rlhf.dpo import conversational, held_out_metrics, replies_scored_only
+    from rlhf.preference_data import read_pairs
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    data = conversational(read_pairs(_pairs_file(tmp_path, 8)), tok, 24)
+    lora = LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)  # not a no-op
+    args = DPOConfig(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, per_device_eval_batch_size=4, max_length=64)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, eval_dataset=data, processing_class=tok, peft_config=lora)
+    every_position = held_out_metrics(trainer, 0.1, "sigmoid")
+    with replies_scored_only():
+        replies_only = held_out_metrics(trainer, 0.1, "sigmoid")
+    assert every_position["eval_margins"] != 0.0
+    for key, value in every_position.items():
+        assert abs(replies_only[key] - value) < 1e-5, (key, value, replies_only[key])
