@@ -26,3 +26,14 @@ def test_recipe_loads(path: Path) -> None:
 
 def test_there_is_a_recipe_per_kind() -> None:
     assert {p.name.split("-")[0] for p in RECIPES.glob("*.yaml")} == set(KINDS)
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_recipe_names_every_setting(path: Path) -> None:
+    """A recipe shows every key of its kind, so a default changed in code cannot hide behind an old file."""
+    import dataclasses
+
+    import yaml
+
+    cls = KINDS[path.name.split("-")[0]]
+    assert set(yaml.safe_load(path.read_text())) == {f.name for f in dataclasses.fields(cls)}
