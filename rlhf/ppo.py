@@ -5,9 +5,10 @@
 One PPO step:
 1. Rollout: a batch of prompts, one sampled reply each, through the batched generation engine.
 2. Score the replies as text (``rlhf.rewards``: reward model, Python function, AI judge, or a
-   weighted mix); a penalty for runaway replies (cut at ``max_new_tokens`` while repeating
-   themselves: :func:`is_runaway`; a reply that is only long is truncated, not penalised);
-   scaling by the running spread and clipping.
+   weighted mix); with ``length_debias``, the score's linear dependence on reply length (fitted
+   over every rollout so far: :class:`LengthFit`) is removed; a penalty for runaway replies (cut
+   at ``max_new_tokens`` while repeating themselves: :func:`is_runaway`; a reply that is only
+   long is truncated, not penalised); scaling by the running spread and clipping.
 3. One no-grad pass of the policy gives per-token log-probs and values (value head on the
    policy's last hidden state, or a separate small value model); one pass of the reference gives
    its log-probs. The reference is the policy with its LoRA adapters switched off (with
@@ -16,11 +17,14 @@ One PPO step:
 4. Per-token reward = -kl_coef * (log p - log p_ref), plus the score on the reply's last token;
    GAE (gamma, lambda) gives advantages and returns; advantages are whitened.
 5. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss, clipped value loss,
-   gradient clipping. The KL coefficient adapts toward ``target_kl`` (Ziegler et al. 2019) or stays fixed.
+   gradient clipping. The KL coefficient adapts toward ``target_kl`` once per step
+   (:class:`AdaptiveKL`, in log space, so it reacts within a few batches) or stays fixed.
 
 Every step appends its diagnostics to events.jsonl (reward mean and spread, KL, entropy, reply
-length, end-of-turn rate, runaway rate, clip fraction, value loss, approximate KL; sample
-replies every N steps); :func:`warnings_for` reads them for signs of reward hacking.
+length, end-of-turn rate, runaway rate, the reward's slope on length, the word the reward pays
+most for, clip fraction, value loss, approximate KL; sample replies every N steps);
+:func:`warnings_for` reads them for signs of reward hacking: a runaway KL, collapsed or looping
+replies, a rising reward that pays for length or brevity, a reward that pays for one word.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +45,10 @@ from rlhf.rewards import RewardSpecError, check_specs
 
 RUNAWAY_NGRAM = 4  # the runaway test counts distinct runs of this many tokens
 RUNAWAY_THRESHOLD = 0.5  # a cut reply whose second half has at most this share of them distinct loops
+KL_COEF_BOUNDS = (1e-4, 10.0)  # the adaptive coefficient stays inside: it can neither vanish nor swamp the reward
+KL_RELEASE = 3.0  # the adaptive coefficient falls this many times slower than it rises (see AdaptiveKL)
+KEYWORD_MIN_REPLIES = 5  # a token is weighed as a keyword once at least this many replies so far have it, and as many lack it
+KEYWORD_CORRELATION = 0.6  # warn when one token's presence correlates this much with the score (r² = 36%), three steps running
 
 
 def _default_rewards() -> list[dict]:
@@ -80,10 +89,34 @@ class PPORunConfig(CheckFields, LaunchFields):
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass of the rollouts"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
-    kl_coef: float = field(default=0.05, metadata={"help": "initial KL penalty coefficient"})
-    adaptive_kl: bool = field(default=True, metadata={"help": "adapt kl_coef toward target_kl (else fixed)"})
+    kl_coef: float = field(
+        default=0.05, metadata={"help": "initial KL penalty coefficient (the adaptive controller keeps it within [0.0001, 10])"}
+    )
+    adaptive_kl: bool = field(default=True, metadata={"help": "adapt kl_coef toward target_kl after every step (else fixed)"})
     target_kl: float = field(default=6.0, metadata={"help": "target KL per reply (nats) for the adaptive controller"})
-    kl_horizon: int = field(default=10000, metadata={"help": "adaptive controller horizon, in episodes"})
+    kl_gain: float = field(
+        default=0.3,
+        metadata={
+            "help": "speed of the adaptive controller, per PPO step: kl_coef *= exp(kl_gain * clip(ln(KL / target_kl), -1, 1)); "
+            "0.3: a KL 2.7x the target multiplies kl_coef by 1.35 each step (10x in 8 steps); below the target it falls 3x slower "
+            "(a KL under target/2.7 divides it by 1.1 a step)"
+        },
+    )
+    kl_horizon: int | None = field(
+        default=None,
+        metadata={
+            "help": "no longer used, kept so older configs load: the old controller's horizon in episodes "
+            "(10000 barely moved kl_coef within a run); kl_gain sets the controller's speed now"
+        },
+    )
+    length_debias: bool = field(
+        default=False,
+        metadata={
+            "help": "remove the reward's linear preference for reply length: each score less the least-squares line of score "
+            "on reply length in tokens, fitted over every rollout so far (mean score + slope * (length - mean length)), so longer "
+            "or shorter replies earn nothing for their length alone; the slope is logged as length_slope either way"
+        },
+    )
     gamma: float = field(default=1.0, metadata={"help": "discount"})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
     cliprange: float = field(default=0.2, metadata={"help": "policy ratio clip"})
@@ -131,6 +164,17 @@ class PPORunConfig(CheckFields, LaunchFields):
             raise ValueError(f"runaway_threshold must be in [0, 1], got {self.runaway_threshold}")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0: PPO needs sampled replies")
+        if self.adaptive_kl and not self.target_kl > 0:
+            raise ValueError(f"target_kl must be > 0 with adaptive_kl, got {self.target_kl}")
+        if not 0 <= self.kl_gain <= 2:
+            raise ValueError(f"kl_gain must be in [0, 2] (0.3 is a good start), got {self.kl_gain}")
+        if self.kl_horizon is not None:
+            warnings.warn(
+                f"kl_horizon ({self.kl_horizon}) is no longer used: the KL controller now moves once per step at the speed "
+                f"kl_gain ({self.kl_gain}); delete kl_horizon from the config",
+                FutureWarning,
+                stacklevel=3,
+            )
         try:
             check_specs(self.rewards)
         except RewardSpecError as exc:
@@ -168,16 +212,132 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 
 class AdaptiveKL:
-    """Ziegler et al. (2019): move the coefficient so the measured KL approaches the target."""
+    """Move the KL coefficient once per step so the measured KL approaches the target.
 
-    def __init__(self, coef: float, target: float | None, horizon: int) -> None:
-        self.value, self.target, self.horizon = coef, target, horizon
+    Ziegler et al. (2019) moved it by ``1 + clip(kl/target - 1, ±0.2) * episodes/horizon``; with
+    their horizon of 10,000 episodes a run of a few hundred replies barely moves it (measured: KL
+    16 nats against a target of 6, the coefficient almost where it started). Here the error is
+    measured in log space and applied per step, ``value *= exp(gain * clip(ln(kl/target), -1, 1))``,
+    so a KL e times the target multiplies the coefficient by e^gain each step; a KL below the target
+    lowers it at a third of that speed (``KL_RELEASE``); the coefficient stays within ``bounds``.
+    ``target`` None: a fixed coefficient.
+    """
 
-    def update(self, kl: float, episodes: int) -> None:
-        if self.target is None:
+    def __init__(self, coef: float, target: float | None, gain: float, bounds: tuple[float, float] = KL_COEF_BOUNDS) -> None:
+        self.target, self.gain, self.bounds = target, gain, bounds
+        # A multiplicative controller cannot leave 0: an adaptive coefficient starts inside its bounds.
+        self.value = coef if target is None else min(max(coef, bounds[0]), bounds[1])
+
+    def update(self, kl: float) -> None:
+        if self.target is None or math.isnan(kl):
             return
-        error = max(-0.2, min(0.2, kl / self.target - 1))
-        self.value *= 1 + error * episodes / self.horizon
+        # A batch's KL estimate can be <= 0 while the policy is still at the reference: "far below".
+        error = 1.0 if kl == math.inf else -1.0 if kl <= 0 else max(-1.0, min(1.0, math.log(kl / self.target)))
+        # The leash is let out three times slower than it is taken in: every run starts with KL 0
+        # (the policy is the reference), and a symmetric controller would spend those first steps
+        # loosening the leash it then needs; a leash too tight costs only speed, not a hacked reward.
+        rate = self.gain if error > 0 else self.gain / KL_RELEASE
+        self.value = min(max(self.value * math.exp(rate * error), self.bounds[0]), self.bounds[1])
+
+
+class LengthFit:
+    """Running least-squares fit of score on reply length (tokens), for ``length_debias``.
+
+    The co-moments are updated one rollout at a time (Welford), so the fit covers every rollout so
+    far and resumes from :meth:`state`. :meth:`debias` returns each score less the fitted line
+    ``mean score + slope * (length - mean length)``: what the reward pays beyond the length trend,
+    centred on 0. Centred, because a level alone pays for length too: in this trainer the end-of-turn
+    token is the last one and collects the largest advantage while the value head starts at 0, so a
+    positive score that no longer depends on length still shortens replies (measured on the tiny
+    model: 8 tokens to 1 in four steps; centred, the length stays put).
+    """
+
+    def __init__(self) -> None:
+        self.count, self.mean_x, self.mean_y, self.m2_x, self.c_xy = 0, 0.0, 0.0, 0.0, 0.0
+
+    def update(self, lengths: Sequence[float], scores: Sequence[float]) -> None:
+        for x, y in zip(lengths, scores, strict=True):
+            self.count += 1
+            dx = x - self.mean_x
+            self.mean_x += dx / self.count
+            self.mean_y += (y - self.mean_y) / self.count
+            self.m2_x += dx * (x - self.mean_x)
+            self.c_xy += dx * (y - self.mean_y)
+
+    @property
+    def slope(self) -> float:
+        """Score per token of length; 0 while every reply so far had the same length."""
+        return self.c_xy / self.m2_x if self.m2_x > 1e-9 else 0.0
+
+    def debias(self, lengths: Sequence[float], scores: Sequence[float]) -> list[float]:
+        slope = self.slope
+        return [y - self.mean_y - slope * (x - self.mean_x) for x, y in zip(lengths, scores, strict=True)]
+
+    def state(self) -> dict:
+        return {"count": self.count, "mean_x": self.mean_x, "mean_y": self.mean_y, "m2_x": self.m2_x, "c_xy": self.c_xy}
+
+    def load(self, state: dict) -> None:
+        self.count, self.mean_x, self.mean_y = state["count"], state["mean_x"], state["mean_y"]
+        self.m2_x, self.c_xy = state["m2_x"], state["c_xy"]
+
+
+class KeywordPay:
+    """What the reward pays for one token: how well "the reply contains it" predicts the score.
+
+    The length fit's counterpart for words. Over every rollout so far it keeps, per token id, how
+    many replies contained it and their summed score; :meth:`top` names the token whose presence
+    correlates best with the score (Pearson's r of a 0/1 variable: r² is the share of the score's
+    variance that the word alone explains), among tokens that at least ``min_replies`` replies have
+    and as many lack. A reward that pays for a keyword shows it from the first steps, before the
+    policy has learnt to say it more; a reward model that leans on one word shows it too. Each
+    reply counts a token once, however often it says it; the trainer feeds it scores less their
+    length trend (:class:`LengthFit`), since a longer reply has more words.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.total, self.total_sq = 0, 0.0, 0.0
+        self.tokens: dict[int, list[float]] = {}  # token id -> [replies with it, their summed score]
+
+    def update(self, replies: Sequence[Sequence[int]], scores: Sequence[float]) -> None:
+        for ids, score in zip(replies, scores, strict=True):
+            self.count += 1
+            self.total += score
+            self.total_sq += score * score
+            for token in set(ids):
+                entry = self.tokens.setdefault(int(token), [0, 0.0])
+                entry[0] += 1
+                entry[1] += score
+
+    def top(self, min_replies: int = KEYWORD_MIN_REPLIES) -> tuple[int | None, float, float]:
+        """(the token id or None, Pearson's r of its presence with the score, the score gap in spreads).
+
+        The gap is the mean score of replies with the token less that of replies without, divided
+        by the score's spread. (None, 0.0, 0.0) until a token qualifies or while scores are all equal.
+        """
+        if self.count < 2:
+            return None, 0.0, 0.0
+        mean = self.total / self.count
+        spread = math.sqrt(max(self.total_sq / self.count - mean * mean, 0.0))
+        if spread <= 1e-9:
+            return None, 0.0, 0.0
+        best: tuple[int | None, float, float] = (None, 0.0, 0.0)
+        for token, (n_with, sum_with) in self.tokens.items():
+            n_without = self.count - n_with
+            if n_with < min_replies or n_without < min_replies:
+                continue
+            gap = (sum_with / n_with - (self.total - sum_with) / n_without) / spread
+            share = n_with / self.count
+            r = gap * math.sqrt(share * (1 - share))
+            if best[0] is None or r > best[1]:
+                best = (token, r, gap)
+        return best
+
+    def state(self) -> dict:
+        return {"count": self.count, "total": self.total, "total_sq": self.total_sq, "tokens": {str(k): v for k, v in self.tokens.items()}}
+
+    def load(self, state: dict) -> None:
+        self.count, self.total, self.total_sq = state["count"], state["total"], state["total_sq"]
+        self.tokens = {int(k): list(v) for k, v in state["tokens"].items()}
 
 
 class RunningStd:
@@ -260,7 +420,70 @@ def warnings_for(events: list[dict], cfg_target_kl: float | None = None, max_new
         )
     if first.get("entropy") and last.get("entropy", 1) < 0.2 * first["entropy"]:
         out.append(f"Entropy has collapsed from {first['entropy']:.2f} to {last['entropy']:.2f}: the policy is repeating itself.")
+    out += _length_warning(steps) + _keyword_warning(steps)
     return out
+
+
+TREND_MIN_STEPS = 4  # a correlation over fewer steps is noise
+TREND_CORRELATION = 0.8
+
+
+def _correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Pearson's r; 0 when either series is flat."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else 0.0
+
+
+def _length_warning(steps: list[dict]) -> list[str]:
+    """A rising reward that pays for reply length (or brevity).
+
+    From the fourth step, while the batch's mean reward (the debiased one with ``length_debias``)
+    is above step 1's: Pearson's r between mean reward and mean reply length over the run above 0.8
+    (below -0.8 for brevity), and the length moved by more than a quarter since step 1.
+    """
+    if len(steps) < TREND_MIN_STEPS:
+        return []
+    # With length_debias the policy is paid the debiased score: read that one, not the raw reward.
+    key = "reward_debiased_mean" if all("reward_debiased_mean" in e for e in steps) else "reward_mean"
+    rewards = [e[key] for e in steps]
+    lengths = [e.get("reply_length") for e in steps]
+    if not all(math.isfinite(r) for r in rewards) or rewards[-1] <= rewards[0]:
+        return []
+    if not all(isinstance(x, int | float) for x in lengths) or not lengths[0] > 0:
+        return []
+    r = _correlation(rewards, lengths)
+    change = lengths[-1] / lengths[0] - 1
+    if abs(change) <= 0.25 or r * change <= 0 or abs(r) <= TREND_CORRELATION:
+        return []
+    what = "length" if change > 0 else "brevity"
+    return [
+        f"The reward rose as replies went from {lengths[0]:.0f} to {lengths[-1]:.0f} tokens (correlation {r:.2f}): "
+        f"the reward may pay for {what}. Read the samples; length_debias: true removes the reward's length preference."
+    ]
+
+
+def _keyword_warning(steps: list[dict]) -> list[str]:
+    """A reward that pays for one word: the same token's presence correlating with the score at r >= 0.6, three steps running.
+
+    It reads what the reward pays for (:class:`KeywordPay`), not what the policy has learnt yet, so
+    it can fire from the third step, before the policy says the word more often.
+    """
+    recent = steps[-3:]
+    keyword = recent[-1].get("keyword")
+    if len(recent) < 3 or not keyword:
+        return []
+    if not all(e.get("keyword") == keyword and e.get("keyword_corr", 0.0) >= KEYWORD_CORRELATION for e in recent):
+        return []
+    last = recent[-1]
+    return [
+        f"The reward pays for one word: whether a reply contains {keyword!r} explains {last['keyword_corr'] ** 2:.0%} of the "
+        f"reward's variance (replies with it score {last.get('keyword_pay', 0):.1f} spreads higher; "
+        f"{last.get('keyword_share', 0):.0%} of the last batch say it). If that word is not what makes a reply good, "
+        "the reward pays for a keyword: read the samples."
+    ]
 
 
 # -- the trainer ----------------------------------------------------------------------------------
@@ -370,8 +593,11 @@ class PPOTrainer:
             params += list(self.value_trunk.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=1e-5)
         self.engine = GenerationEngine(self.policy, self.tokenizer, batch_size=cfg.batch_size)
-        self.kl = AdaptiveKL(cfg.kl_coef, cfg.target_kl if cfg.adaptive_kl else None, cfg.kl_horizon)
+        self.kl = AdaptiveKL(cfg.kl_coef, cfg.target_kl if cfg.adaptive_kl else None, cfg.kl_gain)
         self.score_std = RunningStd()
+        self.length_fit = LengthFit()
+        self.keyword_pay = KeywordPay()
+        self.special_ids = set(self.tokenizer.all_special_ids) | set(self.engine.stop_ids)
         self.step = 0
 
     # -- reference --------------------------------------------------------------------------------
@@ -447,8 +673,11 @@ class PPOTrainer:
         t_gen = time.perf_counter()
         texts = [_text_of(p) for p in prompts]
         raw, parts = reward_fn(texts, [r.text for r in rollouts], references)
+        reply_lengths = [len(r.response_ids) for r in rollouts]
+        self.length_fit.update(reply_lengths, raw)
+        debiased = self.length_fit.debias(reply_lengths, raw) if cfg.length_debias else raw
         penalties, runaway = missing_eos_penalties(rollouts, cfg.missing_eos_penalty, cfg.runaway_threshold)
-        scores = [s + p for s, p in zip(raw, penalties, strict=True)]
+        scores = [s + p for s, p in zip(debiased, penalties, strict=True)]
         if cfg.reward_scaling:
             self.score_std.update(scores)
             scores = [s / max(self.score_std.std, 1e-6) for s in scores]
@@ -506,10 +735,15 @@ class PPOTrainer:
                     stats[key].append(value)
         seq_kl = kl_tokens.sum(1).mean().item()
         coef_used = self.kl.value
-        self.kl.update(seq_kl, n)
+        self.kl.update(seq_kl)
         self.step += 1
         took = time.perf_counter() - began
         lengths = mask.sum(1)
+        words = [[t for t in r.response_ids if t not in self.special_ids] for r in rollouts]
+        # Weighed on the score less its length trend: a longer reply has more words, and a reward
+        # paying for length would otherwise seem to pay for every common one.
+        self.keyword_pay.update(words, self.length_fit.debias(reply_lengths, raw))
+        keyword, keyword_corr, pay = self.keyword_pay.top()
         diag = {
             "reward_mean": sum(raw) / n,
             "reward_std": float(torch.tensor(raw).std().item()) if n > 1 else 0.0,
@@ -520,6 +754,11 @@ class PPOTrainer:
             "reply_length": lengths.float().mean().item(),
             "eos_rate": sum(r.finished for r in rollouts) / n,
             "runaway_rate": sum(runaway) / n,
+            "length_slope": self.length_fit.slope,
+            "keyword": self.tokenizer.decode([keyword]) if keyword is not None else "",
+            "keyword_corr": keyword_corr,
+            "keyword_pay": pay,
+            "keyword_share": sum(keyword in w for w in words) / n if keyword is not None else 0.0,
             "policy_loss": _mean(stats["policy_loss"]),
             "value_loss": _mean(stats["value_loss"]),
             "clipfrac": _mean(stats["clipfrac"]),
@@ -531,6 +770,8 @@ class PPOTrainer:
             "seconds_reward": t_reward - t_gen,
             "seconds_update": time.perf_counter() - t_reward,
         }
+        if cfg.length_debias:
+            diag["reward_debiased_mean"] = sum(debiased) / n
         for name, values in parts.items():
             diag[f"reward/{name}"] = sum(values) / n
         samples = [{"prompt": t, "reply": r.text, "reward": s, "ended": r.finished} for t, r, s in zip(texts, rollouts, raw, strict=True)]
@@ -568,7 +809,14 @@ class PPOTrainer:
             value.update({f"trunk.{k}": v.cpu().contiguous() for k, v in self.value_trunk.state_dict().items()})
         save_file(value, str(tmp / "value.safetensors"))
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        state = {"step": self.step, "kl_coef": self.kl.value, "score_std": self.score_std.state(), **extra}
+        state = {
+            "step": self.step,
+            "kl_coef": self.kl.value,
+            "score_std": self.score_std.state(),
+            "length_fit": self.length_fit.state(),
+            "keyword_pay": self.keyword_pay.state(),
+            **extra,
+        }
         (tmp / "state.json").write_text(json.dumps(state))
         if folder.exists():
             import shutil
@@ -592,6 +840,11 @@ class PPOTrainer:
         state = json.loads((folder / "state.json").read_text())
         self.step, self.kl.value = state["step"], state["kl_coef"]
         self.score_std.load(state["score_std"])
+        # Checkpoints written before these diagnostics have neither: they start afresh.
+        if "length_fit" in state:
+            self.length_fit.load(state["length_fit"])
+        if "keyword_pay" in state:
+            self.keyword_pay.load(state["keyword_pay"])
         return state
 
     def final_model(self):

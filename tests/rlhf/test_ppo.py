@@ -13,6 +13,7 @@ import torch
 from rlhf.config import ConfigError, config_from_dict
 from rlhf.generation import Rollout
 from rlhf.ppo import (
+    KL_COEF_BOUNDS,
     AdaptiveKL,
     PPORunConfig,
     PPOTrainer,
@@ -93,15 +94,59 @@ def test_whitening_and_the_kl_controller() -> None:
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     w = masked_whiten(x, mask)[:, :3]
     assert w.mean().item() == pytest.approx(0.0, abs=1e-5) and w.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-3)
-    kl = AdaptiveKL(0.1, target=6.0, horizon=1000)
-    kl.update(12.0, episodes=100)  # above target: the leash tightens
+    kl = AdaptiveKL(0.1, target=6.0, gain=0.3)
+    kl.update(12.0)  # above target: the leash tightens
     assert kl.value > 0.1
-    kl = AdaptiveKL(0.1, target=6.0, horizon=1000)
-    kl.update(1.0, episodes=100)
+    kl = AdaptiveKL(0.1, target=6.0, gain=0.3)
+    kl.update(1.0)
     assert kl.value < 0.1
-    fixed = AdaptiveKL(0.1, target=None, horizon=1000)
-    fixed.update(50.0, episodes=100)
+    fixed = AdaptiveKL(0.1, target=None, gain=0.3)
+    fixed.update(50.0)
     assert fixed.value == 0.1
+
+
+def test_the_kl_controller_reacts_within_a_few_steps() -> None:
+    """Driven by a synthetic KL that the coefficient holds down: 3x the target at the starting 0.05, inversely with it.
+
+    The run the issue measured: KL 16 nats against a target of 6, for a few hundred episodes, left
+    the old controller (horizon 10,000 episodes) where it started. The new one moves per step.
+    """
+    target = 6.0
+    kl = AdaptiveKL(0.05, target=target, gain=0.3)
+    history = []
+    for _ in range(30):
+        measured = 3 * target * 0.05 / kl.value  # a tighter leash gives a smaller KL
+        history.append(measured)
+        kl.update(measured)
+    assert history[0] == 3 * target
+    assert next(i for i, m in enumerate(history) if m < 1.5 * target) <= 8  # within 1.5x of the target in 8 steps
+    assert history[-1] == pytest.approx(target, rel=0.15)  # and settled near it
+    stays = AdaptiveKL(0.05, target=target, gain=0.3)
+    for _ in range(8):
+        stays.update(3 * target)  # a KL that stays at 3x the target
+    assert stays.value > 10 * 0.05  # 10x in 8 steps
+    for _ in range(8):
+        stays.update(target / 3)  # below the target: the leash is let out, more slowly
+    assert 0.05 < stays.value < 10 * 0.05
+    low, high = AdaptiveKL(1e-3, target=target, gain=2.0), AdaptiveKL(5.0, target=target, gain=2.0)
+    for _ in range(50):
+        low.update(0.0)  # a batch's estimate can be 0 or below while the policy sits on the reference
+        high.update(math.inf)
+    assert low.value == KL_COEF_BOUNDS[0] and high.value == KL_COEF_BOUNDS[1]  # it can neither vanish nor explode
+    high.update(float("nan"))
+    assert high.value == KL_COEF_BOUNDS[1]
+    assert AdaptiveKL(0.0, target=target, gain=0.3).value == KL_COEF_BOUNDS[0]  # 0 could never move
+    assert AdaptiveKL(0.0, target=None, gain=0.3).value == 0.0  # a fixed 0 stays 0 (no KL penalty)
+
+
+def test_old_configs_with_kl_horizon_still_load(prompts_file: Path) -> None:
+    with pytest.warns(FutureWarning, match="kl_horizon .* no longer used"):
+        cfg = config_from_dict(PPORunConfig, {"prompts": str(prompts_file), "rewards": LIKES_E, "kl_horizon": 10000})
+    assert cfg.kl_gain == 0.3 and cfg.kl_horizon == 10000
+    with pytest.raises(ConfigError, match="kl_gain must be in"):
+        config_from_dict(PPORunConfig, {"prompts": str(prompts_file), "rewards": LIKES_E, "kl_gain": -1})
+    with pytest.raises(ConfigError, match="target_kl must be > 0"):
+        config_from_dict(PPORunConfig, {"prompts": str(prompts_file), "rewards": LIKES_E, "target_kl": 0})
 
 
 # -- training -------------------------------------------------------------------------------------------
@@ -118,8 +163,11 @@ def test_ppo_raises_the_reward_and_keeps_the_reference(tmp_path: Path, registry:
     # old rule, runaway_threshold 1) shifts every score by -1, and this toy learns faster with the
     # value head starting at 0 below its scores (seeds 0-3: 3 of 4 rise within 20 steps, against 1 of
     # 4 without the shift); the test is about the PPO machinery, so it keeps the setting it was tuned with.
+    # For the same reason it keeps the KL coefficient fixed, as the old controller (horizon 10,000
+    # episodes) all but did: the per-step one tightens the leash once this toy's KL passes 6 nats
+    # (from about step 8) and holds the reward back; tests/rlhf/test_reward_hacking.py tests it.
     lr = 3e-3 if method == "lora" else 1e-3
-    cfg = config(prompts_file, method=method, top_layers=1, learning_rate=lr, runaway_threshold=1.0)
+    cfg = config(prompts_file, method=method, top_layers=1, learning_rate=lr, runaway_threshold=1.0, adaptive_kl=False)
     trainer = PPOTrainer(cfg, registry)
     base, _ = load_causal_lm("tiny", registry, device="cpu", dtype=torch.float32)
     ids = torch.tensor([trainer.tokenizer("question 3 about the sea")["input_ids"]])
@@ -166,7 +214,8 @@ def test_a_run_registers_the_policy_and_resumes_after_a_stop(tmp_path: Path, reg
     run, metrics = run_ppo(tmp_path, cfg, registry, stop=StopAfter(3))
     assert metrics["stopped_early"] and metrics["steps"] < 6
     last = run.last_checkpoint()
-    assert last is not None and json.loads((last / "state.json").read_text())["step"] == metrics["steps"]
+    state = json.loads((last / "state.json").read_text()) if last is not None else {}
+    assert state.get("step") == metrics["steps"] and {"kl_coef", "score_std", "length_fit", "keyword_pay"} <= set(state)
     assert "tiny-ppo" not in registry.names()  # a stopped run is not registered
     stopped_at = metrics["steps"]
 
@@ -176,6 +225,7 @@ def test_a_run_registers_the_policy_and_resumes_after_a_stop(tmp_path: Path, reg
     assert metrics["steps"] == 6 and not metrics["stopped_early"] and stopped_at < 6
     assert {"eval_reward_start", "eval_reward_end", "eval_kl_end", "eval_reward_gain"} <= set(metrics)
     assert any("samples" in e for e in run.events())
+    assert all({"length_slope", "keyword", "keyword_corr", "kl_coef"} <= set(e) for e in run.events() if "reward_mean" in e)
     entry = registry.get("tiny-ppo")
     assert entry.kind == "causal-lm" and entry.lineage["policy"] == "tiny"
     from rlhf.generation import GenerationEngine, SamplingParams
@@ -240,18 +290,22 @@ def test_a_failing_reward_function_fails_the_run_with_its_message(tmp_path: Path
 
 
 def test_warnings_for_reward_hacking() -> None:
-    calm = [{"reward_mean": 0.1 * i, "kl": 1.0, "entropy": 2.0, "reply_length": 20, "eos_rate": 0.9} for i in range(5)]
+    def calm_at(length: float) -> list[dict]:
+        return [{"reward_mean": 0.1 * i, "kl": 1.0, "entropy": 2.0, "reply_length": length, "eos_rate": 0.9} for i in range(5)]
+
+    calm = calm_at(20)
     assert warnings_for(calm, 6.0, 48) == []
     runaway = calm + [{"reward_mean": 1.0, "kl": 40.0, "entropy": 0.1, "reply_length": 48, "eos_rate": 0.0}] * 3
     text = " ".join(warnings_for(runaway, 6.0, 48))
     assert "KL is running away" in text and "never end" in text and "Entropy has collapsed" in text
     empty = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 1, "eos_rate": 1.0}]
     assert "collapsed to (almost) nothing" in " ".join(warnings_for(empty, 6.0, 48))
-    long = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 150, "eos_rate": 0.5, "runaway_rate": 0.0}] * 3
+    # (Replies already long before: a reward that rose as they grew would be flagged as paying for length.)
+    long = calm_at(150) + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 150, "eos_rate": 0.5, "runaway_rate": 0.0}] * 3
     assert warnings_for(long, 6.0, 192) == []  # half the replies cut at the cap, none looping: nothing wrong
-    unlucky = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 190, "eos_rate": 0.0, "runaway_rate": 0.0}]
+    unlucky = calm_at(190) + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 190, "eos_rate": 0.0, "runaway_rate": 0.0}]
     assert warnings_for(unlucky, 6.0, 192) == []  # one batch in which no reply ended is chance, not a trend
-    loops = calm + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 190, "eos_rate": 0.5, "runaway_rate": 0.5}] * 3
+    loops = calm_at(190) + [{"reward_mean": 1.0, "kl": 1.0, "entropy": 2.0, "reply_length": 190, "eos_rate": 0.5, "runaway_rate": 0.5}] * 3
     assert "50% of the replies loop" in " ".join(warnings_for(loops, 6.0, 192))
 
 
@@ -345,7 +399,9 @@ def test_a_finished_run_is_judged_against_its_start_by_an_independent_judge(
 ) -> None:
     # Trained on "more e's" (reward_fns:likes_e); judged by a separate pairwise judge with the same
     # taste, asked in both orders: the trained policy should win on held-out prompts.
-    cfg = config(prompts_file, check_judge="function:tests.rlhf.judge_fns:likes_e", check_prompts=8, eval_fraction=0.2)
+    # A fixed KL coefficient, as in the test above: this toy's KL passes the target within ten steps
+    # and the per-step controller would hold the policy back (that is its job; the check's is here).
+    cfg = config(prompts_file, check_judge="function:tests.rlhf.judge_fns:likes_e", check_prompts=8, eval_fraction=0.2, adaptive_kl=False)
     run, metrics = run_ppo(tmp_path, cfg, registry)
     assert metrics["judged_win_rate_vs_start"] > 0.5, metrics
     low, high = metrics["judged_win_rate_vs_start_low"], metrics["judged_win_rate_vs_start_high"]
