@@ -34,14 +34,16 @@ KIND = "ppo"
 CHARTS = (
     Chart("Reward (training batch, held-out)", ("reward_mean", "eval_reward")),
     Chart("KL to the reference (nats per reply)", ("kl", "eval_kl")),
+    Chart("KL coefficient (the leash)", ("kl_coef",)),
+    Chart("What the reward pays for: per reply token, and one word's correlation", ("length_slope", "keyword_corr")),
     Chart("Entropy per token", ("entropy",)),
     Chart("Reply length (tokens) and end-of-turn rate", ("reply_length", "eos_rate")),
     Chart("Clip fraction and approximate KL", ("clipfrac", "approx_kl")),
     Chart("Value loss", ("value_loss",)),
 )
 METRICS = ("eval_reward_gain", "eval_kl_end", "episodes", "judged_win_rate_vs_start")
-MAIN_FIELDS = ("method", "steps", "batch_size", "max_new_tokens", "learning_rate", "kl_coef", "target_kl", "register_as")
-SPECIAL_FIELDS = {"prompts", "policy", "rewards"}
+MAIN_FIELDS = ("method", "steps", "batch_size", "max_new_tokens", "learning_rate", "kl_coef", "target_kl", "length_debias", "register_as")
+SPECIAL_FIELDS = {"prompts", "policy", "rewards", "kl_horizon"}  # kl_horizon: retired, kept so old configs load
 PROJECT_PREFIX = "project:"
 
 
