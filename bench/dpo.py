@@ -1,6 +1,7 @@
 """DPO on a CPU budget: training tokens/s and minutes per 1,000 pairs, ours before and after, trl's defaults.
 
-    .venv/bin/python -m bench.dpo [--pairs 48] [--variants ...] [--full 1000]
+    .venv/bin/python -m bench.dpo [--pairs 24] [--variants ...] [--full 1000]
+    .venv/bin/python -m bench.dpo --variants --full 400     # only the full run, kept beside the variants
 
 Data: the HH-RLHF harmless pairs of ../shared/data (prompts as chat turns), the first
 ``--pairs`` usable ones, one epoch, the same for every variant (trl's defaults, a full
@@ -172,7 +173,7 @@ def full_run(n: int, threads: int, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=48, help="pairs per variant (one epoch)")
+    parser.add_argument("--pairs", type=int, default=24, help="pairs per variant (one epoch)")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--trl-pairs", type=int, default=16, help="pairs for trl-defaults (slow: a full fine-tune at max_length 1024)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for every variant")
@@ -226,6 +227,11 @@ def main() -> None:
                 }
     for key, value in ratios.items():
         print(f"{key}: {value['pairs_per_second']}x the pairs/s, {value['tokens_per_second']}x the tokens/s")
+    previous = ROOT / "bench" / "results" / "dpo.json"
+    if not args.variants and previous.exists():  # only --full: keep the variants measured before
+        kept = json.loads(previous.read_text())
+        found, ratios = kept.get("variants", {}), kept.get("ratios", {})
+        args.pairs, args.trl_pairs = kept.get("pairs", args.pairs), kept.get("trl_pairs", args.trl_pairs)
     figures = {
         "pairs": args.pairs,
         "trl_pairs": min(args.trl_pairs, args.pairs),
