@@ -34,7 +34,10 @@ class DPORunConfig(CheckFields, LaunchFields):
     max_length: int = field(default=384, metadata={"help": "tokens per prompt + reply; a longer reply loses its end"})
     max_prompt_tokens: int = field(
         default=128,
-        metadata={"help": "prompt tokens kept: the last turns that fit (earlier turns dropped whole, a long last turn loses its start)"},
+        metadata={
+            "help": "prompt tokens kept: the last turns that fit (earlier turns dropped whole, a long last turn loses its start); "
+            "at most half of max_length when it would fill it"
+        },
     )
     lora_layers: int = field(
         default=0, metadata={"help": "LoRA on the top N layers only (0 = every layer); fewer is faster (backward stops there)"}
@@ -66,10 +69,15 @@ class DPORunConfig(CheckFields, LaunchFields):
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if not 0 < self.max_prompt_tokens < self.max_length:
-            raise ValueError(f"max_prompt_tokens must be in (0, max_length={self.max_length}), got {self.max_prompt_tokens}")
+        if self.max_prompt_tokens <= 0:
+            raise ValueError(f"max_prompt_tokens must be > 0, got {self.max_prompt_tokens}")
         if self.lora_layers < 0:
             raise ValueError(f"lora_layers must be >= 0, got {self.lora_layers}")
+
+    @property
+    def prompt_budget(self) -> int:
+        """The prompt tokens kept: max_prompt_tokens, or half of max_length when it would fill it (room for the replies)."""
+        return self.max_prompt_tokens if self.max_prompt_tokens < self.max_length else max(1, self.max_length // 2)
 
 
 def conversational(pairs: list[Pair], tokenizer=None, max_prompt_tokens: int = 0):
@@ -239,8 +247,8 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
             model=model,
             ref_model=None,  # with LoRA the reference is the model with its adapters off
             args=args,
-            train_dataset=conversational(train_pairs, tokenizer, cfg.max_prompt_tokens),
-            eval_dataset=conversational(eval_pairs, tokenizer, cfg.max_prompt_tokens) if eval_pairs else None,
+            train_dataset=conversational(train_pairs, tokenizer, cfg.prompt_budget),
+            eval_dataset=conversational(eval_pairs, tokenizer, cfg.prompt_budget) if eval_pairs else None,
             processing_class=tokenizer,
             peft_config=lora,
             callbacks=[run_callback(run, stop)],

@@ -270,7 +270,7 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     page.click("#ppo-launch")
     _status(page, "ppo-summary", "finished", timeout=180_000)
     _status(page, "ppo-runs", "browser-ppo", timeout=30_000)
-    assert page.inner_html("#ppo-plots").count("<svg") == 6
+    assert page.inner_html("#ppo-plots").count("<svg") == 8
     _status(page, "ppo-samples", "What is 2 + 2?")
     shot("ppo_run_finished")
     page.get_by_role("tab", name="Chat").click()

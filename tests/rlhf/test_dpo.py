@@ -92,9 +92,12 @@ def test_dpo_cpu_options_train_fewer_parameters_and_still_learn(tmp_path: Path, 
         assert metrics["eval_margins"] > 0.1 and metrics["eval_accuracies"] > 0.5, metrics
 
 
-def test_dpo_config_refuses_a_prompt_budget_that_leaves_no_room() -> None:
+def test_dpo_config_prompt_budget_and_refusals() -> None:
     with pytest.raises(ValueError, match="max_prompt_tokens"):
-        DPORunConfig(data="x.jsonl", max_length=128, max_prompt_tokens=128)
+        DPORunConfig(data="x.jsonl", max_prompt_tokens=0)
+    # a prompt budget that would fill max_length leaves half of it for the replies
+    assert DPORunConfig(data="x.jsonl", max_length=64).prompt_budget == 32
+    assert DPORunConfig(data="x.jsonl", max_length=384, max_prompt_tokens=128).prompt_budget == 128
     with pytest.raises(ValueError, match="lora_layers"):
         DPORunConfig(data="x.jsonl", lora_layers=-1)
 
