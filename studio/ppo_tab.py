@@ -34,8 +34,6 @@ KIND = "ppo"
 CHARTS = (
     Chart("Reward (training batch, held-out)", ("reward_mean", "eval_reward")),
     Chart("KL to the reference (nats per reply)", ("kl", "eval_kl")),
-    Chart("KL coefficient (the leash)", ("kl_coef",)),
-    Chart("What the reward pays for: per reply token, and one word's correlation", ("length_slope", "keyword_corr")),
     Chart("Entropy per token", ("entropy",)),
     Chart("Reply length (tokens) and end-of-turn rate", ("reply_length", "eos_rate")),
     Chart("Clip fraction and approximate KL", ("clipfrac", "approx_kl")),

@@ -270,7 +270,7 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     page.click("#ppo-launch")
     _status(page, "ppo-summary", "finished", timeout=180_000)
     _status(page, "ppo-runs", "browser-ppo", timeout=30_000)
-    assert page.inner_html("#ppo-plots").count("<svg") == 8
+    assert page.inner_html("#ppo-plots").count("<svg") == 6
     _status(page, "ppo-samples", "What is 2 + 2?")
     shot("ppo_run_finished")
     page.get_by_role("tab", name="Chat").click()
@@ -280,7 +280,6 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     box.fill("Say something about the sea.")
     box.press("Enter")
     page.wait_for_function("() => document.querySelectorAll('.bot').length > 0", timeout=60_000)
-    _until_still(page, ".bot")  # the reply has finished streaming: a page that keeps changing can stall a screenshot
     shot("chat_with_ppo_policy")
     page.close()
 
@@ -312,18 +311,3 @@ def test_admin_annotator_loop(browser, annotation_studio, screenshot_dir: Path) 
     b_better = json.loads(duel[0][2])
     assert sorted(b_better.values()) == [1, 2] and b_better[min(b_better, key=int)] == 2  # B (second reply) ranked first
     assert duel[1][4] is True and sorted(json.loads(duel[1][2]).values()) == [1, 1]  # both bad: a flagged tie
-
-
-def _until_still(page, selector: str, timeout_s: float = 90.0) -> None:
-    """Wait until the text of ``selector`` stops changing for two seconds."""
-    import time
-
-    last, since, deadline = None, time.monotonic(), time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = page.inner_text(selector)
-        if text != last:
-            last, since = text, time.monotonic()
-        elif time.monotonic() - since >= 2.0:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{selector} kept changing for {timeout_s:g} s")
