@@ -66,10 +66,55 @@ def read_format(folder: Path) -> dict:
         return {"prompt_format": PROMPT_FORMAT, "max_length": DEFAULT_MAX_LENGTH}
 
 
-def encode_pair(tokenizer, prompt, reply: str, max_length: int) -> list[int]:
-    """Token ids for (prompt, reply), cut from the left when too long; an end token for decoders."""
-    prompt = reward_prompt(prompt)
+PROMPT_FORMATS = ("transcript", "chat")
+
+
+def _messages(prompt) -> list[dict]:
+    from rlhf.preference_data import transcript_messages
+
+    if isinstance(prompt, list | tuple):
+        return [{"role": str(m.get("role")), "content": str(m.get("content") or "")} for m in prompt]
+    return transcript_messages("" if prompt is None else str(prompt))
+
+
+def _chat_parts(tokenizer, prompt, reply: str, max_prompt_tokens: int, max_reply_tokens: int) -> tuple[list[int], list[int]]:
+    """Chat-template ids of the conversation (with the reply's opening) and of the reply."""
+    from rlhf.preference_data import last_turns
+
+    messages = _messages(prompt)
+    if max_prompt_tokens:
+        messages = last_turns(messages, tokenizer, max_prompt_tokens)
+    head = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    head = list(head["input_ids"] if hasattr(head, "keys") else head)
+    body = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    if max_reply_tokens:
+        body = body[:max_reply_tokens]  # a long reply keeps its start
+    return head, body
+
+
+def encode_pair(
+    tokenizer,
+    prompt,
+    reply: str,
+    max_length: int,
+    prompt_format: str = "transcript",
+    max_prompt_tokens: int = 0,
+    max_reply_tokens: int = 0,
+) -> list[int]:
+    """Token ids for (prompt, reply), cut from the left when too long; an end token for decoders.
+
+    ``prompt_format`` "transcript" (every model): ``User: ...`` turns; encoders read prompt and
+    reply as a pair. "chat" (decoders with a chat template): the conversation as the base was
+    trained to read it, with the prompt's last turns within ``max_prompt_tokens`` (0: all) and
+    the reply's first ``max_reply_tokens`` (0: all).
+    """
     is_encoder = tokenizer.cls_token is not None and tokenizer.sep_token is not None
+    eos = tokenizer.eos_token_id
+    if prompt_format == "chat" and not is_encoder and getattr(tokenizer, "chat_template", None):
+        head, body = _chat_parts(tokenizer, prompt, reply, max_prompt_tokens, max_reply_tokens)
+        ids = head + body + ([eos] if eos is not None else [])
+        return ids[-max_length:]
+    prompt = reward_prompt(prompt)
     if is_encoder:
         side = tokenizer.truncation_side
         tokenizer.truncation_side = "left"
@@ -79,10 +124,19 @@ def encode_pair(tokenizer, prompt, reply: str, max_length: int) -> list[int]:
             tokenizer.truncation_side = side
         return ids
     ids = tokenizer(reward_text(prompt, reply), add_special_tokens=True)["input_ids"]
-    eos = tokenizer.eos_token_id
     if eos is not None and (not ids or ids[-1] != eos):
         ids = ids + [eos]
     return ids[-max_length:]
+
+
+def reply_start(tokenizer, prompt, reply: str, max_length: int, prompt_format: str = "transcript", **budgets) -> int:
+    """Where the reply's tokens begin in :func:`encode_pair`'s ids (decoders)."""
+    full = encode_pair(tokenizer, prompt, reply, max_length, prompt_format, **budgets)
+    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        head, body = _chat_parts(tokenizer, prompt, reply, budgets.get("max_prompt_tokens", 0), budgets.get("max_reply_tokens", 0))
+        return max(1, len(full) - len(body) - 1)
+    reply_ids = tokenizer(" " + reply, add_special_tokens=False)["input_ids"]
+    return max(1, len(full) - len(reply_ids) - 1)
 
 
 class RewardScorer:
