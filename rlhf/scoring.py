@@ -50,11 +50,18 @@ def reward_text(prompt, reply: str) -> str:
     return f"{prompt}\n\nAssistant: {reply}" if prompt else reply
 
 
-def write_format(folder: Path, max_length: int) -> None:
-    """Record, beside a trained reward model, how it read its texts."""
+def write_format(folder: Path, max_length: int, **reading) -> None:
+    """Record, beside a trained reward model, how it read its texts.
+
+    ``reading`` adds ``prompt_format`` ("transcript" or "chat"), ``max_prompt_tokens``,
+    ``max_reply_tokens`` and, for an ensemble, ``heads`` and ``head_offsets`` (each head's
+    mean score on its training texts, subtracted so every head is centred on 0).
+    """
     import json
 
-    Path(folder, FORMAT_FILE).write_text(json.dumps({"prompt_format": PROMPT_FORMAT, "max_length": int(max_length)}, indent=2))
+    text_format = reading.pop("prompt_format", "transcript")
+    payload = {"prompt_format": PROMPT_FORMAT, "text_format": text_format, "max_length": int(max_length), **reading}
+    Path(folder, FORMAT_FILE).write_text(json.dumps(payload, indent=2))
 
 
 def read_format(folder: Path) -> dict:
@@ -64,6 +71,15 @@ def read_format(folder: Path) -> dict:
         return json.loads(Path(folder, FORMAT_FILE).read_text())
     except (OSError, ValueError):
         return {"prompt_format": PROMPT_FORMAT, "max_length": DEFAULT_MAX_LENGTH}
+
+
+def reading_of(fmt: dict) -> dict:
+    """The keyword arguments of :func:`encode_pair` that a format file records."""
+    return {
+        "prompt_format": fmt.get("text_format", "transcript"),
+        "max_prompt_tokens": int(fmt.get("max_prompt_tokens", 0) or 0),
+        "max_reply_tokens": int(fmt.get("max_reply_tokens", 0) or 0),
+    }
 
 
 PROMPT_FORMATS = ("transcript", "chat")
@@ -140,13 +156,32 @@ def reply_start(tokenizer, prompt, reply: str, max_length: int, prompt_format: s
 
 
 class RewardScorer:
-    """A loaded reward model (sequence classification, one output)."""
+    """A loaded reward model (sequence classification): one output, or an ensemble of heads.
 
-    def __init__(self, model, tokenizer, max_length: int = 512, device: torch.device | None = None) -> None:
+    An ensemble (``heads`` > 1 in its format file) scores each text with every head in one
+    forward pass; the score is their mean and the uncertainty their standard deviation
+    (:meth:`score_spread`).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_length: int = 512,
+        device: torch.device | None = None,
+        reading: dict | None = None,
+        head_offsets: Sequence[float] | None = None,
+    ) -> None:
         self.device = device or pick_device()
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.reading = reading or {}
+        self.heads = int(model.config.num_labels)
+        offsets = list(head_offsets) if head_offsets is not None else [0.0] * self.heads
+        if len(offsets) != self.heads:
+            raise ValueError(f"{len(offsets)} head offsets for {self.heads} heads")
+        self.offsets = torch.tensor(offsets, dtype=torch.float)
 
     @classmethod
     def load(cls, folder: str | Path, max_length: int | None = None, device: str | None = None) -> RewardScorer:
@@ -158,21 +193,27 @@ class RewardScorer:
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise ModelError(f"{folder} is not a reward model checkpoint (no config.json)")
+        fmt = read_format(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForSequenceClassification.from_pretrained(folder)
-        if model.config.num_labels != 1:
-            raise ModelError(f"{folder} has {model.config.num_labels} outputs; a reward model has one")
+        heads = int(fmt.get("heads", 1))
+        if model.config.num_labels != heads:
+            raise ModelError(
+                f"{folder} has {model.config.num_labels} outputs; a reward model has one"
+                + (f" (its {FORMAT_FILE} says {heads} heads)" if heads != 1 else "")
+            )
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
         from rlhf.pooling import restore
 
         restore(model)
-        return cls(model, tokenizer, max_length or read_format(folder)["max_length"], pick_device(device))
+        return cls(model, tokenizer, max_length or fmt["max_length"], pick_device(device), reading_of(fmt), fmt.get("head_offsets"))
 
     @torch.inference_mode()
-    def score_batch(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[float]:
-        scores: list[float] = []
+    def score_heads(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> torch.Tensor:
+        """Every head's score, centred: a (len(pairs), heads) tensor on the CPU."""
+        rows: list[torch.Tensor] = []
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(pairs), batch_size):
             ids = [self.encode(p, r) for p, r in pairs[start : start + batch_size]]
@@ -180,13 +221,22 @@ class RewardScorer:
             # Right padding: sequence-classification heads find the last real token from the pad id.
             input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=self.device)
             mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=self.device)
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
-            scores += logits.float().cpu().tolist()
-        return scores
+            rows.append(self.model(input_ids=input_ids, attention_mask=mask).logits.float().cpu() - self.offsets)
+        return torch.cat(rows) if rows else torch.zeros(0, self.heads)
+
+    def score_batch(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[float]:
+        """One score per (prompt, reply): the head's, or the mean of an ensemble's heads."""
+        return self.score_heads(pairs, batch_size).mean(1).tolist()
+
+    def score_spread(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> tuple[list[float], list[float]]:
+        """Scores and their uncertainty: the heads' standard deviation (0 for a single head)."""
+        heads = self.score_heads(pairs, batch_size)
+        spread = heads.std(1) if self.heads > 1 else torch.zeros(len(heads))
+        return heads.mean(1).tolist(), spread.tolist()
 
     def encode(self, prompt, reply: str) -> list[int]:
         """The token ids this scorer feeds the model (the same function as training)."""
-        return encode_pair(self.tokenizer, prompt, reply, self.max_length)
+        return encode_pair(self.tokenizer, prompt, reply, self.max_length, **self.reading)
 
     def score(self, prompt: str, reply: str) -> float:
         return self.score_batch([(prompt, reply)])[0]

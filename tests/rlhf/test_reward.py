@@ -331,7 +331,7 @@ def test_one_prompt_format_for_training_and_every_scorer(
     cfg = RewardRunConfig(data=str(hh), base_model="tiny-base", epochs=1, batch_size=8, max_length=24, register_as="rm-format")
     _train(tmp_path, cfg, registry)
     folder = registry.resolve("rm-format")
-    assert json.loads((folder / FORMAT_FILE).read_text()) == {"prompt_format": "transcript-v1", "max_length": 24}
+    assert json.loads((folder / FORMAT_FILE).read_text()) == {"prompt_format": "transcript-v1", "text_format": "transcript", "max_length": 24}
     # what training encoded for the first pair (the prompt as the pairs file gives it) ...
     pair = read_pairs(hh)[0]
     scorer = RewardScorer.load(folder, device="cpu")
