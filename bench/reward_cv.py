@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import time
 from pathlib import Path
 
@@ -39,14 +38,16 @@ FOLDS = 5
 
 
 def folds(n: int, k: int = FOLDS, seed: int = 0) -> list[list[int]]:
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return [order[i::k] for i in range(k)]
+    from rlhf.features import folds as make
+
+    return make(n, k, seed)
 
 
 def accuracy(margins: torch.Tensor) -> float:
     """Pairwise accuracy with ties counted as half."""
-    return float(((margins > 0).float() + 0.5 * (margins == 0).float()).mean())
+    from rlhf.features import pair_accuracy
+
+    return pair_accuracy(margins)
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -100,23 +101,10 @@ def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
     return [(x - mean) / std for x in (train, *others)]
 
 
-L2_GRID = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
-
-
 def pick_l2(diff: torch.Tensor) -> float:
-    """The L2 strength with the best inner 4-fold accuracy on these training pairs only."""
-    inner = folds(len(diff), 4, seed=1)
-    best, best_acc = L2_GRID[0], -1.0
-    for l2 in L2_GRID:
-        margins = []
-        for i, held in enumerate(inner):
-            train = [j for k, f in enumerate(inner) if k != i for j in f]
-            w = fit_head(diff[train], l2)
-            margins.append(diff[held] @ w)
-        acc = accuracy(torch.cat(margins))
-        if acc > best_acc:
-            best, best_acc = l2, acc
-    return best
+    from rlhf.features import pick_l2 as pick
+
+    return pick(diff)
 
 
 def cv_linear(chosen: torch.Tensor, rejected: torch.Tensor, parts: list[list[int]], ensemble: int = 1) -> dict:
@@ -225,7 +213,10 @@ def main() -> None:
         "most_sure_third_accuracy": round(accuracy(ens["margins"][order[:third]]), 4),
         "least_sure_third_accuracy": round(accuracy(ens["margins"][order[-third:]]), 4),
     }
-    print(f"5-head ensemble: accuracy on its surest third {calibration['most_sure_third_accuracy']:.3f}, least sure third {calibration['least_sure_third_accuracy']:.3f}")
+    print(
+        f"5-head ensemble: accuracy on its surest third {calibration['most_sure_third_accuracy']:.3f}, "
+        f"least sure third {calibration['least_sure_third_accuracy']:.3f}"
+    )
 
     if args.transcript:
         tr = cached(f"smollm2-transcript-{tag}", lambda: smollm2_features(pairs, "transcript"))

@@ -23,13 +23,26 @@ from rlhf.scoring import encode_pair, reply_start
 
 
 class FrozenFeatures:
-    def __init__(self, model, tokenizer, device: torch.device, reward_format: dict, batch_size: int = 16) -> None:
-        self.model, self.tokenizer, self.device = model.to(device).eval(), tokenizer, device
-        self.format = reward_format
+    """``body``: a transformer returning ``last_hidden_state`` (an encoder, or a decoder without
+    its LM head); ``lm_head`` (decoders, optional) for the reply's log-probability."""
+
+    def __init__(self, body, tokenizer, device: torch.device, reading: dict, batch_size: int = 16, lm_head=None) -> None:
+        self.body, self.tokenizer, self.device = body.to(device).eval(), tokenizer, device
+        self.lm_head = lm_head.to(device) if lm_head is not None else None
+        self.format = reading
         self.batch_size = batch_size
         self.is_encoder = tokenizer.cls_token is not None and tokenizer.sep_token is not None
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.stop = None  # an optional stop flag (truthy when set), checked between batches
+
+    @classmethod
+    def of_classifier(cls, model, tokenizer, reading: dict, device: torch.device | None = None, batch_size: int = 16) -> FrozenFeatures:
+        """The features a ``...ForSequenceClassification`` model's head reads."""
+        from rlhf.device import pick_device
+
+        body = getattr(model, model.base_model_prefix)
+        return cls(body, tokenizer, device or pick_device(), reading, batch_size)
 
     @classmethod
     def load(
@@ -51,16 +64,15 @@ class FrozenFeatures:
         folder = (registry or ModelRegistry()).resolve(name)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         encoder = tokenizer.cls_token is not None and tokenizer.sep_token is not None
-        model = (AutoModel if encoder else AutoModelForCausalLM).from_pretrained(folder)
-        fmt = {"prompt_format": prompt_format, "max_length": max_length, "max_prompt_tokens": max_prompt_tokens, "max_reply_tokens": max_reply_tokens}
-        return cls(model, tokenizer, pick_device(device), fmt)
+        fmt = {"prompt_format": prompt_format, "max_length": max_length}
+        fmt |= {"max_prompt_tokens": max_prompt_tokens, "max_reply_tokens": max_reply_tokens}
+        if encoder:
+            return cls(AutoModel.from_pretrained(folder), tokenizer, pick_device(device), fmt)
+        lm = AutoModelForCausalLM.from_pretrained(folder)
+        return cls(lm.get_decoder(), tokenizer, pick_device(device), fmt, lm_head=lm.lm_head)
 
     def encode(self, prompt, reply: str) -> list[int]:
         return encode_pair(self.tokenizer, prompt, reply, **self.format)
-
-    def _body(self):
-        """The transformer without its LM head (decoders) or the encoder itself."""
-        return self.model if self.is_encoder else self.model.get_decoder()
 
     def _batches(self, pairs: Sequence[tuple]):
         ids = [self.encode(p, r) for p, r in pairs]
@@ -77,8 +89,10 @@ class FrozenFeatures:
     def features(self, pairs: Sequence[tuple]) -> torch.Tensor:
         """The vector a sequence-classification head reads, one row per (prompt, reply)."""
         out: torch.Tensor | None = None
-        for rows, ids, input_ids, mask in self._batches(pairs):
-            hidden = self._body()(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+        for rows, _ids, input_ids, mask in self._batches(pairs):
+            if self.stop is not None and bool(self.stop):
+                raise InterruptedError("stopped")
+            hidden = self.body(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
             pooled = self._pool(hidden, input_ids, mask)
             if out is None:
                 out = torch.zeros(len(pairs), pooled.shape[1])
@@ -99,7 +113,7 @@ class FrozenFeatures:
         starts = [reply_start(self.tokenizer, p, r, **self.format) for p, r in pairs]
         out: dict[str, torch.Tensor] = {}
         for rows, ids, input_ids, mask in self._batches(pairs):
-            result = self._body()(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+            result = self.body(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
             final = result.last_hidden_state.float()
             middle = result.hidden_states[len(result.hidden_states) // 2].float()
             values = {"last": final[torch.arange(len(final)), last_real_token(input_ids, self.tokenizer.pad_token_id)]}
@@ -108,7 +122,7 @@ class FrozenFeatures:
                 start, end = starts[i], len(ids[i])
                 means.append(final[b, start:end].mean(0))
                 middles.append(middle[b, start:end].mean(0))
-                logits = self.model.lm_head(result.last_hidden_state[b, start - 1 : end - 1]).float()
+                logits = self.lm_head(result.last_hidden_state[b, start - 1 : end - 1]).float()
                 target = input_ids[b, start:end]
                 logprobs.append(torch.log_softmax(logits, -1).gather(1, target[:, None]).mean())
                 counts.append(float(end - start))
@@ -128,6 +142,61 @@ def last_real_token(input_ids: torch.Tensor, pad_id: int | None) -> torch.Tensor
         return torch.full((len(input_ids),), input_ids.shape[1] - 1, device=input_ids.device)
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
     return (positions * (input_ids != pad_id)).argmax(-1)
+
+
+def folds(n: int, k: int, seed: int = 0) -> list[list[int]]:
+    import random
+
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[i::k] for i in range(k)]
+
+
+def pair_accuracy(margins: torch.Tensor) -> float:
+    """Share of pairs with a positive margin, a tie counted as half."""
+    return float(((margins > 0).float() + 0.5 * (margins == 0).float()).mean()) if len(margins) else 0.0
+
+
+L2_GRID = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+
+
+def pick_l2(diff: torch.Tensor, grid: tuple[float, ...] = L2_GRID, k: int = 4, seed: int = 1) -> float:
+    """The L2 strength with the best k-fold accuracy on these (standardised) pairs only."""
+    if len(diff) < 2 * k:
+        return 0.1
+    parts = folds(len(diff), k, seed)
+    best, best_acc = grid[0], -1.0
+    for l2 in grid:
+        margins = []
+        for i, held in enumerate(parts):
+            train = [j for m, f in enumerate(parts) if m != i for j in f]
+            margins.append(diff[held] @ fit_bradley_terry(diff[train], l2))
+        acc = pair_accuracy(torch.cat(margins))
+        if acc > best_acc:
+            best, best_acc = l2, acc
+    return best
+
+
+def fit_heads(chosen: torch.Tensor, rejected: torch.Tensor, heads: int, l2: float | None = None, seed: int = 0) -> dict:
+    """Linear Bradley-Terry heads on raw features, standardisation folded into the weights.
+
+    One head uses every pair; several are fitted on bootstrap resamples (their disagreement is
+    the uncertainty). Returns ``weight`` (heads, d) to apply to raw features, ``offsets`` (each
+    head's mean score over the training texts) and the ``l2`` used.
+    """
+    texts = torch.cat([chosen, rejected])
+    std = texts.std(0).clamp(min=1e-6)
+    diff = (chosen - rejected) / std
+    l2 = pick_l2(diff) if l2 is None else l2
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(heads):
+        weights = None
+        if heads > 1:
+            weights = torch.bincount(torch.randint(len(diff), (len(diff),), generator=gen), minlength=len(diff)).float()
+        rows.append(fit_bradley_terry(diff, l2, weights=weights) / std)
+    weight = torch.stack(rows)
+    return {"weight": weight, "offsets": (texts @ weight.T).mean(0), "l2": l2}
 
 
 def fit_bradley_terry(diff: torch.Tensor, l2: float, steps: int = 200, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -75,18 +75,26 @@ def read_licence(folder: Path) -> str:
     return "unknown"
 
 
-def classify(config: dict) -> tuple[str, str]:
-    """(kind, architecture) of a transformers config."""
+def classify(config: dict, heads: int = 1) -> tuple[str, str]:
+    """(kind, architecture) of a transformers config; ``heads``: a reward ensemble's outputs."""
     archs = config.get("architectures") or []
     arch = archs[0] if archs else ""
     model_type = config.get("model_type", "")
-    if arch.endswith("ForSequenceClassification") and config.get("num_labels", len(config.get("id2label", {}))) == 1:
+    if arch.endswith("ForSequenceClassification") and config.get("num_labels", len(config.get("id2label", {}))) == heads:
         return "reward-model", arch
     if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
         return "causal-lm", arch
     if model_type in ENCODER_TYPES or arch.endswith(ENCODER_ARCHS):
         return "encoder", arch
     return "causal-lm", arch
+
+
+def _reward_heads(folder: Path) -> int:
+    """Outputs of a reward model as its reward_format.json records them (an ensemble has several)."""
+    try:
+        return int(json.loads((folder / "reward_format.json").read_text()).get("heads", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1
 
 
 def inspect_folder(folder: Path) -> FolderInfo:
@@ -124,5 +132,5 @@ def inspect_folder(folder: Path) -> FolderInfo:
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ModelError(f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer into the same folder")
     params = sum(_safetensors_params(f) for f in st_files) if st_files else None
-    kind, arch = classify(config)
+    kind, arch = classify(config, _reward_heads(folder))
     return FolderInfo(kind, arch, config["model_type"], params, read_licence(folder), False)

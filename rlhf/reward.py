@@ -5,9 +5,19 @@
 Input: a snapshot folder or any TRL-format / HH-RLHF preference file. Base: any registered
 model (MiniLM by default; SmolLM2 works too). Pairs are tokenized here, truncated from the left
 so the final reply survives; none are dropped (trl's own max_length filter would silently drop
-long pairs). Full fine-tune or LoRA. A held-out split gives pairwise accuracy and mean margin,
-split by annotator agreement when the snapshot carries it. The finished model is saved to the
-run's ``checkpoint/`` and registered with its lineage.
+long pairs). Methods:
+
+- ``full`` / ``lora``: trl's RewardTrainer, every weight or LoRA adapters (merged at the end);
+- ``head``: the base stays frozen; it reads every text once and linear Bradley-Terry heads are
+  fitted on what its classification head would read (:mod:`rlhf.features`). With ``heads`` > 1
+  they are fitted on bootstrap resamples, so every score comes with an uncertainty (the heads'
+  spread, :meth:`rlhf.scoring.RewardScorer.score_spread`) for PPO's uncertainty penalty and the
+  annotation queue's active learning.
+
+``prompt_format: chat`` reads a conversation the way a chat model was trained to (its chat
+template), with the prompt's last turns within ``max_prompt_tokens``. A held-out split gives
+pairwise accuracy and mean margin, split by annotator agreement when the snapshot carries it.
+The finished model is saved to the run's ``checkpoint/`` and registered with its lineage.
 """
 
 from __future__ import annotations
@@ -17,14 +27,34 @@ from dataclasses import dataclass, field
 from rlhf import pooling
 from rlhf.launch import LaunchFields, is_main_process
 from rlhf.preference_data import Pair, read_split
-from rlhf.scoring import RewardScorer, encode_pair
+from rlhf.scoring import PROMPT_FORMATS, RewardScorer, encode_pair
 
 
 @dataclass
 class RewardRunConfig(LaunchFields):
     data: str = field(default="", metadata={"help": "snapshot folder or preference file (TRL or HH-RLHF; .jsonl, .json, .parquet, .gz)"})
     base_model: str = field(default="minilm-l6", metadata={"help": "registered model name or local folder to start from"})
-    method: str = field(default="full", metadata={"help": "full (every weight) or lora (adapters, merged at the end)"})
+    method: str = field(
+        default="full",
+        metadata={
+            "help": "full (every weight), lora (adapters, merged at the end) or head (frozen base, linear heads fitted on its features)"
+        },
+    )
+    heads: int = field(
+        default=1, metadata={"help": "method head: heads fitted on bootstrap resamples; more than 1 gives each score an uncertainty"}
+    )
+    l2: float | None = field(
+        default=None, metadata={"help": "method head: L2 strength of the heads (empty: picked by 4-fold CV on the training pairs)"}
+    )
+    prompt_format: str = field(
+        default="transcript", metadata={"help": "transcript (User:/Assistant: turns) or chat (the base's chat template; decoders)"}
+    )
+    max_prompt_tokens: int = field(
+        default=0, metadata={"help": "keep the prompt's last turns within this many tokens (0 = all; chat format)"}
+    )
+    max_reply_tokens: int = field(
+        default=0, metadata={"help": "read at most this many reply tokens, from its start (0 = all; chat format)"}
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling"})
     learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
@@ -49,8 +79,16 @@ class RewardRunConfig(LaunchFields):
         self.check_launch()
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
-        if self.method not in ("full", "lora"):
-            raise ValueError(f"method must be 'full' or 'lora', got {self.method!r}")
+        if self.method not in ("full", "lora", "head"):
+            raise ValueError(f"method must be 'full', 'lora' or 'head', got {self.method!r}")
+        if self.heads < 1 or (self.heads > 1 and self.method != "head"):
+            raise ValueError(f"heads must be 1, or more with method head (got {self.heads} with method {self.method})")
+        if self.l2 is not None and self.l2 < 0:
+            raise ValueError(f"l2 must be 0 or more, got {self.l2}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        if self.max_prompt_tokens < 0 or self.max_reply_tokens < 0:
+            raise ValueError("max_prompt_tokens and max_reply_tokens must be 0 (all) or more")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.eval_fraction < 1:
@@ -58,15 +96,36 @@ class RewardRunConfig(LaunchFields):
         if self.batch_size < 1 or self.max_length < 8:
             raise ValueError("batch_size must be >= 1 and max_length >= 8")
 
+    @property
+    def reading(self) -> dict:
+        """How texts are encoded (:func:`rlhf.scoring.encode_pair`), recorded beside the model."""
+        return {"prompt_format": self.prompt_format, "max_prompt_tokens": self.max_prompt_tokens, "max_reply_tokens": self.max_reply_tokens}
+
 
 def evaluate_pairs(scorer: RewardScorer, pairs: list[Pair]) -> dict:
-    """Pairwise accuracy and mean margin (chosen score minus rejected), by agreement if known."""
+    """Pairwise accuracy and mean margin (chosen score minus rejected), by agreement if known.
+
+    An ensemble also reports how its uncertainty sorts the pairs: accuracy on the third it is
+    surest of and on the third it is least sure of (a useful spread makes the first higher).
+    """
     if not pairs:
         return {}
-    chosen = scorer.score_batch([(p.prompt, p.chosen) for p in pairs])
-    rejected = scorer.score_batch([(p.prompt, p.rejected) for p in pairs])
-    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
-    out = {"pairs": len(pairs), "accuracy": sum(m > 0 for m in margins) / len(pairs), "mean_margin": sum(margins) / len(pairs)}
+    import torch
+
+    from rlhf.features import pair_accuracy
+    from rlhf.uncertainty import pair_uncertainty
+
+    heads = scorer.score_heads([(p.prompt, t) for p in pairs for t in (p.chosen, p.rejected)])
+    chosen_heads, rejected_heads = heads[0::2], heads[1::2]
+    margin_t = (chosen_heads - rejected_heads).mean(1)
+    margins = margin_t.tolist()
+    out = {"pairs": len(pairs), "accuracy": pair_accuracy(margin_t), "mean_margin": sum(margins) / len(pairs)}
+    if scorer.heads > 1 and len(pairs) >= 3:
+        order = pair_uncertainty(chosen_heads, rejected_heads).argsort()
+        third = len(pairs) // 3
+        out["accuracy_surest_third"] = pair_accuracy(margin_t[order[:third]])
+        out["accuracy_least_sure_third"] = pair_accuracy(margin_t[order[-third:]])
+        out["mean_spread"] = float(torch.cat([chosen_heads, rejected_heads]).std(1).mean())
     groups = {"unanimous": [m for m, p in zip(margins, pairs, strict=True) if p.agreement is not None and p.agreement >= 1.0]}
     groups["split"] = [m for m, p in zip(margins, pairs, strict=True) if p.agreement is not None and p.agreement < 1.0]
     for name, ms in groups.items():
@@ -98,15 +157,18 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     registry = registry or ModelRegistry()
     train_pairs, eval_pairs = read_split(cfg.data, cfg.eval_data, cfg.eval_fraction, cfg.seed, cfg.skip_invalid)
     folder = registry.resolve(cfg.base_model)
+    num_labels = cfg.heads if cfg.method == "head" else 1
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token is None and tokenizer.sep_token is not None:
         tokenizer.eos_token = tokenizer.sep_token  # encoders end a pair with [SEP]; trl wants an end token
     torch.manual_seed(cfg.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
     model.config.pad_token_id = tokenizer.pad_token_id
     pooling.apply(model, cfg.pooling)  # decoders always score their last token
+    if cfg.method == "head":
+        return _train_heads(cfg, run, stop, registry, model, tokenizer, train_pairs, eval_pairs)
     peft_config = None
     if cfg.method == "lora":
         from peft import LoraConfig
@@ -116,8 +178,8 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     def encode(batch: list[Pair]) -> Dataset:
         return Dataset.from_dict(
             {
-                "chosen_ids": [encode_pair(tokenizer, p.prompt, p.chosen, cfg.max_length) for p in batch],
-                "rejected_ids": [encode_pair(tokenizer, p.prompt, p.rejected, cfg.max_length) for p in batch],
+                "chosen_ids": [encode_pair(tokenizer, p.prompt, p.chosen, cfg.max_length, **cfg.reading) for p in batch],
+                "rejected_ids": [encode_pair(tokenizer, p.prompt, p.rejected, cfg.max_length, **cfg.reading) for p in batch],
             }
         )
 
@@ -152,8 +214,8 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     tokenizer.save_pretrained(run.checkpoint_dir)
     from rlhf.scoring import write_format
 
-    write_format(run.checkpoint_dir, cfg.max_length)  # every scorer reads its texts the same way
-    scorer = RewardScorer(final, tokenizer, cfg.max_length)
+    write_format(run.checkpoint_dir, cfg.max_length, **cfg.reading)  # every scorer reads its texts the same way
+    scorer = RewardScorer(final, tokenizer, cfg.max_length, reading=cfg.reading)
     metrics = {
         "train_pairs": len(train_pairs),
         "dropped_pairs": 0,
@@ -173,3 +235,70 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
         stop=stop,
         step=trainer.state.global_step,
     )
+
+
+def _train_heads(cfg: RewardRunConfig, run, stop, registry, model, tokenizer, train_pairs: list[Pair], eval_pairs: list[Pair]) -> dict:
+    """method head: read every training text once with the frozen base, fit the heads, save.
+
+    The heads become the classifier's weights (``heads`` outputs), so the saved model is an
+    ordinary sequence-classification checkpoint; each head's mean training score is recorded
+    as its offset so scores are centred on 0.
+    """
+    import time
+
+    import torch
+
+    from rlhf.features import FrozenFeatures, fit_heads
+    from rlhf.results import publish
+    from rlhf.scoring import write_format
+
+    reading = {"max_length": cfg.max_length, **cfg.reading}
+    extractor = FrozenFeatures.of_classifier(model, tokenizer, reading)
+    extractor.stop = stop
+    start = time.perf_counter()
+    texts = [(p.prompt, t) for p in train_pairs for t in (p.chosen, p.rejected)]
+    features = torch.zeros(0)
+    done = 0
+    chunk = max(64, len(texts) // 20)  # about 20 progress events
+    parts = []
+    try:
+        for at in range(0, len(texts), chunk):
+            parts.append(extractor.features(texts[at : at + chunk]))
+            done += len(texts[at : at + chunk])
+            seconds = time.perf_counter() - start
+            run.append_event({"step": 0, "phase": "features", "texts_done": done, "texts": len(texts), "texts_per_second": done / seconds})
+            print(f"features {done}/{len(texts)} texts, {done / seconds:.1f} texts/s", flush=True)
+    except InterruptedError:
+        pass
+    if stop:  # stopped while reading: there is no model to save or register
+        metrics = {"train_pairs": len(train_pairs), "texts_read": done, "stopped_early": True}
+        run.write_metrics(metrics)
+        run.append_event({"step": 0, "final": True, **metrics})
+        return metrics
+    features = torch.cat(parts)
+    fitted = fit_heads(features[0::2], features[1::2], cfg.heads, cfg.l2, cfg.seed)
+    feature_seconds = time.perf_counter() - start
+    head = model.score if hasattr(model, "score") else model.classifier
+    with torch.no_grad():
+        head.weight.copy_(fitted["weight"].to(head.weight))
+        if head.bias is not None:
+            head.bias.zero_()
+    run.append_event({"step": 1, "phase": "heads", "heads": cfg.heads, "l2": fitted["l2"], "seconds": feature_seconds})
+    model.save_pretrained(run.checkpoint_dir)
+    tokenizer.save_pretrained(run.checkpoint_dir)
+    offsets = [float(x) for x in fitted["offsets"]]
+    write_format(run.checkpoint_dir, cfg.max_length, **cfg.reading, heads=cfg.heads, head_offsets=offsets)
+    scorer = RewardScorer(model, tokenizer, cfg.max_length, extractor.device, cfg.reading, offsets)
+    metrics = {
+        "train_pairs": len(train_pairs),
+        "dropped_pairs": 0,
+        "heads": cfg.heads,
+        "l2": fitted["l2"],
+        "feature_seconds": round(feature_seconds, 1),
+        **{f"eval_{k}": v for k, v in evaluate_pairs(scorer, eval_pairs).items()},
+    }
+    lineage = {"data": cfg.data, "base_model": cfg.base_model, "method": "head"}
+    return publish(
+        run, registry, cfg, kind="reward", base=cfg.base_model, method=f"head x{cfg.heads}", data=cfg.data,
+        metrics=metrics, lineage=lineage, stop=stop, step=1,
+    )  # fmt: skip
