@@ -15,6 +15,12 @@ encoder (mean pooling) and needs a reference answer per prompt (``reference``, `
 
     reward = build_reward(specs, registry)
     total, parts = reward(prompts, replies, references)   # parts: per-source scores
+
+A reward model that is an ensemble of heads (``method: head`` with ``heads`` > 1) can take an
+uncertainty penalty, ``{type: model, model: NAME, uncertainty: 1.0}``: the source pays its
+heads' mean minus that many standard deviations of their spread, so the policy gains nothing
+from replies the reward model cannot judge (Coste et al., 2023, "Reward model ensembles help
+mitigate overoptimization"). The spread is reported as its own part, ``<source> spread``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ def check_specs(specs: list[dict]) -> None:
         if kind not in TYPES:
             raise RewardSpecError(f"{where}: type must be one of {', '.join(TYPES)}, got {kind!r}")
         allowed = {"type", "weight", "function" if kind == "function" else "model"} | ({"template"} if kind == "judge" else set())
+        allowed |= {"uncertainty"} if kind == "model" else set()
         unknown = set(spec) - allowed
         if unknown:
             raise RewardSpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
@@ -60,6 +67,9 @@ def check_specs(specs: list[dict]) -> None:
             raise RewardSpecError(f"{where}: function must look like 'module.path:function_name'")
         if not isinstance(spec.get("weight", 1.0), int | float):
             raise RewardSpecError(f"{where}: weight must be a number")
+        penalty = spec.get("uncertainty", 0.0)
+        if not isinstance(penalty, int | float) or isinstance(penalty, bool) or penalty < 0:
+            raise RewardSpecError(f"{where}: uncertainty must be a number, 0 or more (standard deviations of the heads' spread)")
         if kind == "judge" and "template" in spec and not ("{prompt}" in spec["template"] and "{reply}" in spec["template"]):
             raise RewardSpecError(f"{where}: template must contain {{prompt}} and {{reply}}")
 
@@ -69,15 +79,25 @@ def source_name(spec: dict) -> str:
 
 
 class ModelReward:
-    """A trained reward model (sequence classification) scoring (prompt, reply)."""
+    """A trained reward model (sequence classification) scoring (prompt, reply); an ensemble's
+    score is its heads' mean, less ``uncertainty`` times their standard deviation."""
 
-    def __init__(self, name: str, registry: ModelRegistry, device: torch.device | str | None = None) -> None:
+    def __init__(self, name: str, registry: ModelRegistry, device: torch.device | str | None = None, uncertainty: float = 0.0) -> None:
         from rlhf.scoring import RewardScorer
 
         self.scorer = RewardScorer.load(registry.resolve(name), device=str(device) if device else None)
+        if uncertainty and self.scorer.heads == 1:
+            raise RewardSpecError(
+                f"reward model {name!r} has one head, so it has no uncertainty to penalise; "
+                "train an ensemble (method: head, heads: 5) or drop 'uncertainty'"
+            )
+        self.uncertainty = float(uncertainty)
+        self.last_spread: list[float] | None = None
 
     def __call__(self, prompts: Sequence[str], replies: Sequence[str], references: Sequence[str | None]) -> list[float]:
-        return self.scorer.score_batch(list(zip(prompts, replies, strict=True)))
+        scores, spread = self.scorer.score_spread(list(zip(prompts, replies, strict=True)))
+        self.last_spread = spread if self.scorer.heads > 1 else None
+        return [m - self.uncertainty * s for m, s in zip(scores, spread, strict=True)]
 
 
 class FunctionReward:
@@ -154,6 +174,9 @@ class CombinedReward:
     ) -> tuple[list[float], dict[str, list[float]]]:
         references = references if references is not None else [None] * len(prompts)
         parts = {name: source(prompts, replies, references) for name, _, source in self.sources}
+        for name, _, source in self.sources:
+            if getattr(source, "last_spread", None) is not None:
+                parts[f"{name} spread"] = source.last_spread
         total = [0.0] * len(prompts)
         for name, weight, _ in self.sources:
             total = [t + weight * s for t, s in zip(total, parts[name], strict=True)]
@@ -168,7 +191,7 @@ def build_reward(specs: list[dict], registry: ModelRegistry | None = None, devic
     for spec in specs:
         kind = spec["type"]
         if kind == "model":
-            source = ModelReward(spec["model"], registry, device)
+            source = ModelReward(spec["model"], registry, device, float(spec.get("uncertainty", 0.0)))
         elif kind == "function":
             source = FunctionReward(spec["function"])
         elif kind == "similarity":

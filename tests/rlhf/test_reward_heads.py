@@ -172,3 +172,30 @@ def test_stopping_during_feature_reading_registers_nothing(tmp_path: Path, studi
         metrics = train_reward(cfg, run, stop, registry=registry)
     assert metrics["stopped_early"] and "registered_as" not in metrics
     assert "never" not in registry.names()
+
+
+def test_ppo_reward_source_pays_the_mean_less_the_spread(
+    tmp_path: Path, studio_home: Path, tiny_encoder_dir: Path, pairs_file: Path
+) -> None:
+    from rlhf.rewards import RewardSpecError, build_reward, check_specs
+
+    registry = ModelRegistry()
+    registry.add(tiny_encoder_dir, name="tiny-enc")
+    _, ensemble = _train(
+        tmp_path, RewardRunConfig(data=str(pairs_file), base_model="tiny-enc", method="head", heads=4, max_length=32), registry
+    )
+    _, single = _train(tmp_path, RewardRunConfig(data=str(pairs_file), base_model="tiny-enc", method="head", max_length=32), registry)
+    prompts, replies = ["capital sea", "sea light"], ["France good good", "sugar bad bad"]
+    plain = build_reward([{"type": "model", "model": ensemble["registered_as"]}], registry)
+    penalised = build_reward([{"type": "model", "model": ensemble["registered_as"], "uncertainty": 2.0}], registry)
+    total, parts = penalised(prompts, replies)
+    base_total, _ = plain(prompts, replies)
+    spread = parts[f"model:{ensemble['registered_as']} spread"]
+    assert all(s > 0 for s in spread)
+    assert total == pytest.approx([b - 2 * s for b, s in zip(base_total, spread, strict=True)], abs=1e-5)
+    with pytest.raises(RewardSpecError, match="one head"):
+        build_reward([{"type": "model", "model": single["registered_as"], "uncertainty": 1.0}], registry)
+    with pytest.raises(RewardSpecError, match="uncertainty"):
+        check_specs([{"type": "model", "model": "x", "uncertainty": -1}])
+    with pytest.raises(RewardSpecError, match="unknown key"):
+        check_specs([{"type": "function", "function": "a:b", "uncertainty": 1}])
