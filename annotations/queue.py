@@ -5,6 +5,10 @@ Rules:
   ``min_submitted`` submitted), and this annotator has not submitted or skipped it;
 - the annotator's own draft comes back first (a page reload loses nothing), then prompts
   nearest completion, then the oldest;
+- active learning: a project whose ``queue_order`` is ``'uncertain first'`` (an admin's choice,
+  :func:`set_queue_order`) serves, after the annotator's own draft, the prompts a reward model is
+  least sure of (highest ``uncertainty``, written by :func:`write_uncertainties`), then the
+  unscored ones in the order above; every other rule is the same;
 - serving a prompt claims it with a draft for ``LEASE`` so that two annotators are not sent
   to the last open slot of the same prompt; an abandoned claim expires;
 - a submission is idempotent on its key: a double click stores one ranking;
@@ -17,11 +21,15 @@ Rules:
     item = next_prompt(store, project_id, annotator_id)
     submit_ranking(store, annotator_id, item.prompt.id, {r.id: rank for ...}, key="uuid", served_in=project_id)
     undo_last(store, annotator_id, project_id)          # the last submission is a draft again
+
+    set_queue_order(store, project_id, "uncertain first", by=admin_id)
+    write_uncertainties(store, project_id, {prompt_id: 0.41, ...}, model="rm-ensemble", by=admin_id)
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +38,7 @@ import duckdb
 
 from annotations.limits import Limits
 from annotations.membership import may_rank, open_projects
-from annotations.store import Project, Prompt, Reply, Store, StoreError, _prompt
+from annotations.store import Project, Prompt, Reply, Store, StoreError, _prompt, check_name
 
 LEASE = timedelta(minutes=30)
 # Long enough to notice a slip of the finger, short enough that an admin's snapshot of the
@@ -206,7 +214,10 @@ def _item(cur: duckdb.DuckDBPyConnection, project: Project, prompt: Prompt, anno
 # free prompt and stays "left" as their draft.
 _NEXT_SQL = """
 WITH counted AS (
-    SELECT id FROM prompts WHERE project_id = $project
+    -- The uncertainty counts only when the project asks for it ('uncertain first'); otherwise
+    -- it is NULL for every prompt and the order is the default one.
+    SELECT id, CASE WHEN (SELECT queue_order FROM projects WHERE id = $project) = 'uncertain first' THEN uncertainty END AS u
+    FROM prompts WHERE project_id = $project
 ), eligible AS (
     SELECT prompt_id AS id FROM replies WHERE prompt_id IN (SELECT id FROM counted) GROUP BY prompt_id HAVING count(*) >= $k
 ), stats AS (
@@ -216,12 +227,12 @@ WITH counted AS (
            max(CASE WHEN annotator_id = $ann THEN status END) AS mine
     FROM rankings WHERE prompt_id IN (SELECT id FROM counted) GROUP BY prompt_id
 ), per_prompt AS (
-    SELECT c.id, e.id IS NOT NULL AS ready, coalesce(s.n_sub, 0) AS n_sub, coalesce(s.n_claimed, 0) AS n_claimed, s.mine
+    SELECT c.id, c.u, e.id IS NOT NULL AS ready, coalesce(s.n_sub, 0) AS n_sub, coalesce(s.n_claimed, 0) AS n_claimed, s.mine
     FROM counted c LEFT JOIN eligible e ON e.id = c.id LEFT JOIN stats s ON s.prompt_id = c.id
 ), pick AS (
     SELECT id FROM per_prompt
     WHERE ready AND (mine = 'draft' OR (mine IS NULL AND n_sub + n_claimed < $min))
-    ORDER BY (mine = 'draft') DESC NULLS LAST, n_sub DESC, id
+    ORDER BY (mine = 'draft') DESC NULLS LAST, u DESC NULLS LAST, n_sub DESC, id
     LIMIT 1
 ), counts AS (
     SELECT count(*) FILTER (WHERE mine = 'submitted') AS ranked,
@@ -481,3 +492,126 @@ def overview(store: Store, annotator_id: int) -> list[ProjectWork]:
     stats = _progress_rows(store, annotator_id, None)
     work = [ProjectWork(p, stats[p.id]) for p in open_projects(store, annotator_id) if p.id in stats]
     return sorted(work, key=lambda w: (not w.has_work, w.project.name.lower()))
+
+
+# -- active learning: the project's queue order and its prompts' uncertainty ------------------------
+QUEUE_ORDERS = ("default", "uncertain first")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """A project's queue order and what its uncertainty figures are (for the admin console)."""
+
+    order: str  # one of QUEUE_ORDERS
+    model: str | None  # the reward model the stored figures came from; None before any scoring
+    prompts: int  # prompts in the project
+    scored: int  # prompts with a figure
+    open: int  # prompts the queue still serves: k replies and fewer than min_submitted rankings
+    open_scored: int  # open prompts with a figure
+    last_scored: datetime | None  # when the newest figure was written
+
+
+def _check_admin(cur: duckdb.DuckDBPyConnection, annotator_id: int) -> None:
+    row = cur.execute("SELECT active, role FROM annotators WHERE id = ?", [annotator_id]).fetchone()
+    if not row or not row[0] or row[1] != "admin":
+        raise StoreError("only an active admin can change a project's queue order or its uncertainty figures; nothing was changed")
+
+
+# Open prompts (the project's k replies, fewer than min_submitted submitted rankings) and their
+# first k replies, the ones an annotator ranks and so the ones a reward model should be unsure about.
+_OPEN_SQL = """
+WITH proj AS (
+    SELECT k, min_submitted FROM projects WHERE id = $project
+), shown AS (
+    SELECT prompt_id, list(text ORDER BY id) AS texts FROM (
+        SELECT r.prompt_id, r.id, r.text, row_number() OVER (PARTITION BY r.prompt_id ORDER BY r.id) AS n
+        FROM replies r JOIN prompts p ON p.id = r.prompt_id WHERE p.project_id = $project
+    ) WHERE n <= (SELECT k FROM proj) GROUP BY prompt_id HAVING count(*) >= (SELECT k FROM proj)
+), submitted AS (
+    SELECT r.prompt_id, count(*) AS n_sub FROM rankings r JOIN prompts p ON p.id = r.prompt_id
+    WHERE p.project_id = $project AND r.status = 'submitted' GROUP BY r.prompt_id
+)
+SELECT p.id, p.text, s.texts, p.uncertainty FROM prompts p JOIN shown s ON s.prompt_id = p.id
+LEFT JOIN submitted d ON d.prompt_id = p.id
+WHERE p.project_id = $project AND coalesce(d.n_sub, 0) < (SELECT min_submitted FROM proj)
+ORDER BY p.id
+"""
+
+
+def open_prompts(store: Store, project_id: int) -> list[tuple[int, str, list[str]]]:
+    """(prompt id, prompt text, its first k reply texts) for every prompt the queue still serves.
+
+    These are what a reward model scores for active learning; the text is the prompt's text, as
+    snapshots give it to reward training.
+    """
+    store.project(project_id)  # a clear error for an unknown project
+    return [(int(pid), text, list(texts)) for pid, text, texts, _ in store.query(_OPEN_SQL, {"project": project_id})]
+
+
+def queue_settings(store: Store, project_id: int) -> QueueSettings:
+    """A project's queue order, the model of its uncertainty figures and how many prompts have one."""
+    rows = store.query("SELECT coalesce(queue_order, 'default'), uncertainty_model FROM projects WHERE id = ?", [project_id])
+    if not rows:
+        raise StoreError(f"no project with id {project_id}")
+    order, model = rows[0]
+    [(prompts, scored, last)] = store.query(
+        "SELECT count(*), count(uncertainty), max(uncertainty_scored) FROM prompts WHERE project_id = ?", [project_id]
+    )
+    still_open = store.query(_OPEN_SQL, {"project": project_id})
+    open_scored = sum(1 for *_, u in still_open if u is not None)
+    return QueueSettings(order, model, int(prompts), int(scored), len(still_open), open_scored, last)
+
+
+def set_queue_order(store: Store, project_id: int, order: str, by: int) -> None:
+    """Set a project's queue order (one of :data:`QUEUE_ORDERS`); ``by`` must be an active admin."""
+    if order not in QUEUE_ORDERS:
+        raise StoreError(f"the queue order must be one of {', '.join(repr(o) for o in QUEUE_ORDERS)}, got {order!r}; nothing was changed")
+    with store.transaction() as cur:
+        _check_admin(cur, by)
+        _project(cur, project_id)
+        cur.execute("UPDATE projects SET queue_order = ? WHERE id = ?", [order, project_id])
+
+
+def write_uncertainties(store: Store, project_id: int, values: Mapping[int, float], model: str, by: int) -> int:
+    """Store one batch of prompt uncertainties from the reward model ``model``, in one transaction.
+
+    Every prompt id must be one of this project's prompts, at most once, and every figure a finite
+    number (higher = the model is less sure); ``by`` must be an active admin. Anything wrong
+    refuses the whole batch and changes nothing. Figures of different models are not comparable,
+    so a batch from another model than the project's stored figures clears those first: one
+    project's figures always come from one model. Returns the number of prompts written.
+    """
+    model = check_name(model, "a reward model")
+    if not values:
+        raise StoreError("no uncertainty figures to write; score some open prompts first")
+    ids, figures = [], []
+    for key, value in values.items():
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise StoreError(f"{key!r} is not a prompt id; nothing was written")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise StoreError(f"the uncertainty of prompt {key} must be a finite number, got {value!r}; nothing was written")
+        ids.append(key)
+        figures.append(float(value))
+    with store.transaction() as cur:
+        _check_admin(cur, by)
+        project = _project(cur, project_id)
+        foreign = [
+            pid
+            for (pid,) in cur.execute(
+                "SELECT t.id FROM unnest(?::BIGINT[]) t(id) WHERE t.id NOT IN (SELECT id FROM prompts WHERE project_id = ?) ORDER BY t.id",
+                [ids, project_id],
+            ).fetchall()
+        ]
+        if foreign:
+            shown = ", ".join(map(str, foreign[:5])) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise StoreError(f"prompt ids {shown} are not prompts of the project {project.name!r}; nothing was written")
+        [(stored,)] = cur.execute("SELECT uncertainty_model FROM projects WHERE id = ?", [project_id]).fetchall()
+        if stored != model:
+            cur.execute("UPDATE prompts SET uncertainty = NULL, uncertainty_scored = NULL WHERE project_id = ?", [project_id])
+        cur.execute(
+            "UPDATE prompts SET uncertainty = v.u, uncertainty_scored = current_timestamp "
+            "FROM (SELECT unnest(?::BIGINT[]) AS id, unnest(?::DOUBLE[]) AS u) v WHERE prompts.id = v.id",
+            [ids, figures],
+        )
+        cur.execute("UPDATE projects SET uncertainty_model = ? WHERE id = ?", [model, project_id])
+    return len(ids)

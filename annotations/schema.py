@@ -200,6 +200,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        6,
+        "active learning: a project's queue order and its prompts' reward-model uncertainty",
+        (
+            # Columns, not side tables: the queue reads them in the statement that picks the next
+            # prompt. DuckDB cannot add a column with NOT NULL or CHECK to a table that others
+            # reference (prompts and projects both are), so annotations.queue validates the values
+            # (QUEUE_ORDERS) and reads a NULL order as 'default'.
+            "ALTER TABLE projects ADD COLUMN queue_order VARCHAR DEFAULT 'default'",  # 'default' | 'uncertain first'
+            "ALTER TABLE projects ADD COLUMN uncertainty_model VARCHAR",  # the reward model the figures came from
+            "ALTER TABLE prompts ADD COLUMN uncertainty DOUBLE",  # NULL: not scored
+            "ALTER TABLE prompts ADD COLUMN uncertainty_scored TIMESTAMPTZ",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
