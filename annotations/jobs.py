@@ -1,4 +1,4 @@
-"""Records of the studio's background jobs (candidate generation), so a failure keeps its reason.
+"""Records of the studio's background jobs (candidate generation, uncertainty scoring), so a failure keeps its reason.
 
 A job is a row of the ``jobs`` table (schema v4): kind, project, owner, state (queued, running,
 done, failed, lost), a JSON detail (models, sampling, progress), the error, the pid of the studio
@@ -7,6 +7,7 @@ when a studio starts, rows left queued or running by a process that is gone beco
 so a job that died with its studio says so instead of running forever in the admin console.
 
     job_id = create_job(store, "candidates", project_id, "boss", {"models": ["tiny"]})
+    job_id = create_exclusive_job(store, "uncertainty", project_id, "boss")   # one at a time per project
     update_job(store, job_id, state="failed", error="MemoryError: ...", ended=True)
     mark_lost(store)                          # at start-up
     rows = recent_jobs(store, limit=20)
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from annotations.store import Store
+from annotations.store import Store, StoreError
 
 STATES = ("queued", "running", "done", "failed", "lost")
 
@@ -45,6 +46,24 @@ def create_job(store: Store, kind: str, project_id: int | None, owner: str = "",
         return cur.execute(
             "INSERT INTO jobs (kind, project_id, owner, state, detail, pid) VALUES (?, ?, ?, 'queued', ?, ?) RETURNING id",
             [kind, project_id, owner, json.dumps(detail or {}), os.getpid() if pid is None else pid],
+        ).fetchone()[0]
+
+
+def create_exclusive_job(store: Store, kind: str, project_id: int, owner: str = "", detail: dict | None = None) -> int:
+    """A new queued job unless one of this kind is queued or running for the project (StoreError then).
+
+    The check and the insert are one transaction, so a double click starts one job.
+    """
+    with store.transaction() as cur:
+        busy = cur.execute(
+            "SELECT id FROM jobs WHERE kind = ? AND project_id = ? AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+            [kind, project_id],
+        ).fetchone()
+        if busy:
+            raise StoreError(f"job {busy[0]} is still working on this project; wait for it to finish")
+        return cur.execute(
+            "INSERT INTO jobs (kind, project_id, owner, state, detail, pid) VALUES (?, ?, ?, 'queued', ?, ?) RETURNING id",
+            [kind, project_id, owner, json.dumps(detail or {}), os.getpid()],
         ).fetchone()[0]
 
 

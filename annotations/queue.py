@@ -557,9 +557,8 @@ def queue_settings(store: Store, project_id: int) -> QueueSettings:
     [(prompts, scored, last)] = store.query(
         "SELECT count(*), count(uncertainty), max(uncertainty_scored) FROM prompts WHERE project_id = ?", [project_id]
     )
-    still_open = store.query(_OPEN_SQL, {"project": project_id})
-    open_scored = sum(1 for *_, u in still_open if u is not None)
-    return QueueSettings(order, model, int(prompts), int(scored), len(still_open), open_scored, last)
+    [(still_open, open_scored)] = store.query(f"SELECT count(*), count(uncertainty) FROM ({_OPEN_SQL})", {"project": project_id})
+    return QueueSettings(order, model, int(prompts), int(scored), int(still_open), int(open_scored), last)
 
 
 def set_queue_order(store: Store, project_id: int, order: str, by: int) -> None:
