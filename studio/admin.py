@@ -1,5 +1,9 @@
 """The admin console: projects, imports, candidate replies, annotators, dashboard, snapshots.
 
+A project's settings include its queue order: 'uncertain first' (active learning) serves the
+prompts a chosen reward model is least sure of first; "Score open prompts" computes those
+figures in a background job (``studio.active_learning``).
+
 Every handler checks the caller's role on the server (``require_admin``): an annotator who
 calls these endpoints directly is refused. Run alone: ``python -m studio.admin``.
 """
@@ -16,16 +20,18 @@ from annotations import accounts
 from annotations.agreement import project_agreement
 from annotations.importers import ImportFailed, import_file
 from annotations.membership import members, set_members
+from annotations.queue import QUEUE_ORDERS, QueueSettings, queue_settings, set_queue_order
 from annotations.snapshot import create_snapshot, list_snapshots
 from annotations.store import StoreError
 from rlhf.generation import SamplingParams
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
+from studio import active_learning
 from studio.candidates import jobs_frame
 from studio.context import StudioContext
 from studio.login_guard import recent_failures
 from studio.permissions import MANAGE_ACCOUNTS, READ_RESULTS, TRAIN, WRITE_CONTENT, allowed, current_user, require
-from studio.render import UserError, bar_chart
+from studio.render import UserError, bar_chart, plain_text
 
 SHAPES = ["auto", "prompt", "dolly", "alpaca", "preference", "hh-rlhf"]
 
@@ -75,6 +81,63 @@ def set_project_members(ctx: StudioContext, project: str | None, names: str, req
         raise _fail(exc) from exc
     who = ", ".join(listed) if listed else "every annotator"
     return f"**{html.escape(proj.name)}** can now be ranked by {html.escape(who)} (and admins)."
+
+
+# -- active learning: the queue order and the reward model's uncertainty -----------------------------
+def _settings_html(ctx: StudioContext, project_id: int, settings: QueueSettings | None = None) -> str:
+    """The project's queue order and uncertainty figures in one line (names escaped)."""
+    line = active_learning.settings_line(settings or queue_settings(ctx.store, project_id))
+    return f"<p>{plain_text(line)}</p>"
+
+
+def queue_order_options(ctx: StudioContext, project: str | None, request: gr.Request | None) -> tuple[str, str | None, str]:
+    """(queue order, reward model of its figures if still registered, settings line HTML) of a project."""
+    require(ctx.store, request, READ_RESULTS)
+    if not project:
+        return QUEUE_ORDERS[0], None, ""
+    try:
+        proj = ctx.store.project(project)
+        settings = queue_settings(ctx.store, proj.id)
+    except StoreError as exc:
+        return QUEUE_ORDERS[0], None, f"<p>{plain_text(exc)}</p>"
+    model = settings.model if settings.model in active_learning.reward_models(ctx.registry) else None
+    return settings.order, model, _settings_html(ctx, proj.id, settings)
+
+
+def save_queue_order(ctx: StudioContext, project: str | None, order: str | None, request: gr.Request | None) -> str:
+    """Set a project's queue order ('default' or 'uncertain first'); returns the settings line."""
+    user = require(ctx.store, request, WRITE_CONTENT)
+    if not project:
+        raise UserError("Choose a project.")
+    try:
+        proj = ctx.store.project(project)
+        set_queue_order(ctx.store, proj.id, order or "", by=user.id)
+        return _settings_html(ctx, proj.id)
+    except StoreError as exc:
+        raise _fail(exc) from exc
+
+
+def score_open_prompts(ctx: StudioContext, project: str | None, model: str | None, request: gr.Request | None) -> int:
+    """Start scoring a project's open prompts with a reward model in the background; returns the job id."""
+    user = require(ctx.store, request, TRAIN)
+    if not project:
+        raise UserError("Choose a project.")
+    try:
+        proj = ctx.store.project(project)
+        return active_learning.start_scoring(ctx.store, ctx.registry, proj.id, model or "", user, device=ctx.scorers.device)
+    except (StoreError, ModelError) as exc:
+        raise _fail(exc) from exc
+
+
+def scoring_status(ctx: StudioContext, job_id: int | None, project: str | None, request: gr.Request | None) -> tuple[str, bool, str]:
+    """(progress bar HTML, still running, settings line HTML) while a scoring job runs."""
+    require(ctx.store, request, TRAIN)
+    bar, running = active_learning.job_html(ctx.store, job_id)
+    try:
+        line = _settings_html(ctx, ctx.store.project(project).id) if project else ""
+    except StoreError:
+        line = ""
+    return bar, running, line
 
 
 # -- import -------------------------------------------------------------------------------------------
@@ -351,6 +414,23 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     members_btn = gr.Button("Save who may rank", elem_id="members-save", scale=0)
                 project_status = gr.Markdown(elem_id="project-status")
                 project_table = gr.Dataframe(label="Projects", interactive=False)
+                gr.Markdown(
+                    "### Active learning\n"
+                    "*uncertain first*: after an annotator's own draft, the queue serves the prompts the reward model "
+                    "is least sure of (the highest scored uncertainty), then the unscored ones in the default order "
+                    "(nearest completion, then the oldest)."
+                )
+                with gr.Row():
+                    al_project = gr.Dropdown(choices=names(), allow_custom_value=True, label="Project", elem_id="al-project")
+                    al_order = gr.Radio(list(QUEUE_ORDERS), value=QUEUE_ORDERS[0], label="Queue order", elem_id="al-order")
+                    al_save = gr.Button("Save queue order", elem_id="al-save", scale=0)
+                with gr.Row():
+                    al_model = gr.Dropdown(choices=active_learning.reward_models(ctx.registry), label="Reward model", elem_id="al-model")
+                    al_score = gr.Button("Score open prompts", elem_id="al-score", scale=0)
+                al_bar = gr.HTML(elem_id="al-progress")
+                al_line = gr.HTML(elem_id="al-summary")
+                al_job = gr.State(None)
+                al_timer = gr.Timer(1.0, active=False)
 
             with gr.Tab("Import", id="admin-import"):
                 with gr.Row():
@@ -415,7 +495,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 snap_table = gr.Dataframe(label="Snapshots", interactive=False)
 
         # -- wiring ---------------------------------------------------------------------------------
-        project_pickers = [dash_project, import_project, gen_project, snap_project, members_project]
+        project_pickers = [dash_project, import_project, gen_project, snap_project, members_project, al_project]
 
         def lists_for(current: list) -> list:
             # Keep each picker's choice; fall back to the first project so that what the
@@ -429,13 +509,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 snapshots_frame(ctx),
                 gr.update(choices=ctx.registry.names("causal-lm")),
                 failed_logins_frame(ctx),
+                gr.update(choices=active_learning.reward_models(ctx.registry)),
             ]
 
-        def refresh_lists(dash, imp, gen, snap, memb, request: gr.Request):
+        def refresh_lists(dash, imp, gen, snap, memb, al, request: gr.Request):
             require(ctx.store, request, READ_RESULTS)
-            return lists_for([dash, imp, gen, snap, memb])
+            return lists_for([dash, imp, gen, snap, memb, al])
 
-        lists = [*project_pickers, project_table, people_table, snap_table, gen_models, failed_logins]
+        lists = [*project_pickers, project_table, people_table, snap_table, gen_models, failed_logins, al_model]
 
         def on_create(name, k, mn, guide, request: gr.Request):
             return create_project(ctx, name, k, mn, guide, request)
@@ -458,6 +539,29 @@ def build(ctx: StudioContext) -> gr.Blocks:
             refresh_lists, project_pickers, lists, api_name=False
         )
         members_project.input(on_members_project, members_project, members_box, api_name=False)
+
+        def on_queue_project(project, request: gr.Request):
+            order, model, line = queue_order_options(ctx, project, request)
+            return order, gr.update(value=model), line
+
+        def on_queue_order(project, order, request: gr.Request):
+            return save_queue_order(ctx, project, order, request)
+
+        def on_score(project, model, request: gr.Request):
+            jid = score_open_prompts(ctx, project, model, request)
+            bar, _ = active_learning.job_html(ctx.store, jid)
+            return jid, bar, gr.Timer(active=True)
+
+        def on_score_tick(jid, project, request: gr.Request):
+            bar, running, line = scoring_status(ctx, jid, project, request)
+            return bar, gr.Timer(active=running), line
+
+        # .change, not .input: the page load and refresh_lists pick a project too, and the
+        # controls must show that project's settings (annotators' page load picks none).
+        al_project.change(on_queue_project, al_project, [al_order, al_model, al_line], api_name=False)
+        al_save.click(on_queue_order, [al_project, al_order], al_line, api_name="set_queue_order")
+        al_score.click(on_score, [al_project, al_model], [al_job, al_bar, al_timer], api_name="score_open_prompts")
+        al_timer.tick(on_score_tick, [al_job, al_project], [al_bar, al_timer, al_line], api_name=False, show_progress="hidden")
 
         def on_import(project, file, shape, skip_bad, request: gr.Request):
             return import_upload(ctx, project, file, shape, skip_bad, request)
