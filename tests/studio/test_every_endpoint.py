@@ -85,6 +85,9 @@ def test_an_annotator_is_refused_by_every_event_they_may_not_use(ctx: StudioCont
     # The screens for admins are all there and all refuse (a guard against calling nothing).
     assert checked > 40 and len(refused) > 25
     assert any(n.startswith("studio.admin:") for n in refused) and any(n.startswith("studio.prompt_lab:") for n in refused)
+    # Active learning's events (a project's queue order, scoring its prompts with a reward model, the job's progress).
+    for handler in ("on_queue_project", "on_queue_order", "on_score", "on_score_tick"):
+        assert f"studio.admin:build.<locals>.{handler}" in refused, handler
 
 
 def test_without_a_login_nothing_runs(served) -> None:
