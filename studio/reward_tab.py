@@ -33,7 +33,7 @@ CHARTS = (
     Chart("Pairwise accuracy (training batches) and margin", ("accuracy", "margin")),
 )
 METRICS = ("eval_accuracy", "eval_mean_margin", "train_pairs")
-MAIN_FIELDS = ("method", "learning_rate", "epochs", "batch_size", "max_length", "register_as")
+MAIN_FIELDS = ("method", "heads", "prompt_format", "learning_rate", "epochs", "batch_size", "max_length", "register_as")
 SPECIAL_FIELDS = {"data", "base_model"}
 
 
@@ -104,11 +104,20 @@ def try_it(ctx: StudioContext, model: str | None, prompt: str, reply_a: str, rep
         scorer = ctx.scorers.get(model)
     except ModelError as exc:
         raise UserError(str(exc)) from exc
-    a, b = scorer.score_batch([(prompt or "", reply_a), (prompt or "", reply_b)])
+    heads = scorer.score_heads([(prompt or "", reply_a), (prompt or "", reply_b)])
+    a, b = heads.mean(1).tolist()
     p_a = 1 / (1 + math.exp(-(a - b)))
     better = "A" if a > b else "B" if b > a else None
     verdict = f"**{html.escape(model)} prefers reply {better}**" if better else f"**{html.escape(model)} scores them equal**"
-    return f"{verdict}: A {a:+.3f}, B {b:+.3f}; P(A preferred) = {p_a:.2f} (Bradley-Terry)."
+    text = f"{verdict}: A {a:+.3f}, B {b:+.3f}; P(A preferred) = {p_a:.2f} (Bradley-Terry)."
+    if scorer.heads > 1:
+        spread = heads.std(1).tolist()
+        agree = int(((heads[0] > heads[1]) == (a > b)).sum()) if better else 0
+        text += (
+            f" An ensemble of {scorer.heads} heads: {agree} of {scorer.heads} agree; "
+            f"uncertainty (the heads' spread) A ±{spread[0]:.3f}, B ±{spread[1]:.3f}."
+        )
+    return text
 
 
 def build(ctx: StudioContext) -> gr.Blocks:
