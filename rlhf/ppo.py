@@ -25,6 +25,16 @@ length, end-of-turn rate, runaway rate, the reward's slope on length, the word t
 most for, clip fraction, value loss, approximate KL; sample replies every N steps);
 :func:`warnings_for` reads them for signs of reward hacking: a runaway KL, collapsed or looping
 replies, a rising reward that pays for length or brevity, a reward that pays for one word.
+
+Held-out evaluations (at the start, every ``eval_every`` steps and at the end) sample replies to
+the held-out prompts with a fixed seed and log the training reward, KL, and reply length. With a
+``heldout_judge`` (a reward source the policy is not trained on, e.g. a reward model trained on
+other pairs) the same replies are also scored by it (``eval_judge``): when the training reward
+keeps rising while the judge falls, the training reward is being over-optimised (Gao et al. 2022,
+"Scaling laws for reward model overoptimization") and :func:`warnings_for` says so. With
+``early_stop_patience`` the run stops once the judge has not improved for that many evaluations
+and saves the policy of the judge's best evaluation (:class:`JudgeWatch`; the best weights and the
+count are in every trainer checkpoint, so a resumed run keeps them).
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from pathlib import Path
 import torch
 
 from rlhf.launch import CheckFields, LaunchFields
-from rlhf.rewards import RewardSpecError, check_specs
+from rlhf.rewards import RewardSpecError, check_specs, source_name
 
 RUNAWAY_NGRAM = 4  # the runaway test counts distinct runs of this many tokens
 RUNAWAY_THRESHOLD = 0.5  # a cut reply whose second half has at most this share of them distinct loops
@@ -140,6 +150,26 @@ class PPORunConfig(CheckFields, LaunchFields):
     eval_fraction: float = field(default=0.1, metadata={"help": "share of prompts held out for evaluation (ignored with eval_prompts)"})
     eval_prompts: str | None = field(default=None, metadata={"help": "a separate held-out prompts file (optional)"})
     eval_every: int = field(default=10, metadata={"help": "evaluate on held-out prompts every N steps (0 = start and end only)"})
+    heldout_judge: list[dict] = field(
+        default_factory=list,
+        metadata={
+            "help": "a reward source the policy is NOT trained on (same format as rewards), e.g. a reward model trained on other "
+            "pairs: it also scores the held-out replies at every evaluation (eval_judge), so a training reward that keeps rising "
+            "while this judge falls shows over-optimisation, and early_stop_patience can stop before it; a source that is also "
+            "in rewards measures the proxy (a warning says so); empty = off"
+        },
+    )
+    early_stop_patience: int = field(
+        default=0,
+        metadata={
+            "help": "with a heldout_judge: stop when eval_judge has not beaten its best by more than early_stop_min_delta for this "
+            "many evaluations in a row (one every eval_every steps), and save the policy of the judge's best evaluation instead of "
+            "the last step's (also when the run reaches steps); 0 = off"
+        },
+    )
+    early_stop_min_delta: float = field(
+        default=0.0, metadata={"help": "the least rise over its best that counts as an improvement of eval_judge (early_stop_patience)"}
+    )
     sample_every: int = field(default=5, metadata={"help": "log sample replies every N steps"})
     save_every: int = field(default=10, metadata={"help": "save a resumable checkpoint every N steps"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -179,6 +209,27 @@ class PPORunConfig(CheckFields, LaunchFields):
             check_specs(self.rewards)
         except RewardSpecError as exc:
             raise ValueError(str(exc)) from exc
+        if self.heldout_judge:
+            try:
+                check_specs(self.heldout_judge)
+            except RewardSpecError as exc:
+                # check_specs names the list it knows, "rewards[i]": name the judge's own key instead.
+                message = str(exc)
+                raise ValueError("heldout_judge" + message[len("rewards") :] if message.startswith("rewards") else message) from exc
+            if not self.eval_prompts and not self.eval_fraction > 0:
+                raise ValueError("heldout_judge scores the held-out replies: hold some prompts out (eval_fraction > 0 or eval_prompts)")
+        if self.early_stop_patience < 0:
+            raise ValueError(f"early_stop_patience must be >= 0 (0 = off), got {self.early_stop_patience}")
+        if self.early_stop_min_delta < 0:
+            raise ValueError(f"early_stop_min_delta must be >= 0, got {self.early_stop_min_delta}")
+        if self.early_stop_patience:
+            if not self.heldout_judge:
+                raise ValueError(
+                    "early_stop_patience needs a heldout_judge: the run stops when that judge stops improving "
+                    "(give a reward source the policy is not trained on, or set early_stop_patience: 0)"
+                )
+            if not self.eval_every:
+                raise ValueError("early_stop_patience counts held-out evaluations, made every eval_every steps: set eval_every >= 1")
 
 
 # -- the maths, as plain functions (tested on their own) ------------------------------------------
@@ -364,6 +415,34 @@ class RunningStd:
         self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
 
 
+class JudgeWatch:
+    """The held-out judge's best evaluation so far and how many evaluations have not beaten it (early stopping).
+
+    An evaluation improves on the best only by more than ``min_delta``; a non-finite score never
+    does. :meth:`state` goes into the trainer's checkpoint, so a resumed run keeps counting.
+    """
+
+    def __init__(self, min_delta: float = 0.0) -> None:
+        self.min_delta = min_delta
+        self.best: float | None = None
+        self.best_step = 0
+        self.since_best = 0
+
+    def update(self, step: int, value: float) -> bool:
+        """Record one evaluation; True when it is the new best."""
+        if math.isfinite(value) and (self.best is None or value > self.best + self.min_delta):
+            self.best, self.best_step, self.since_best = value, step, 0
+            return True
+        self.since_best += 1
+        return False
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "since_best": self.since_best}
+
+    def load(self, state: dict) -> None:
+        self.best, self.best_step, self.since_best = state["best"], state["best_step"], state["since_best"]
+
+
 def distinct_share(ids: Sequence[int], n: int = RUNAWAY_NGRAM) -> float:
     """Share of distinct ``n``-token runs in the second half of a reply (1.0: no run repeats).
 
@@ -393,9 +472,10 @@ def missing_eos_penalties(rollouts, penalty: float | None, threshold: float) -> 
 
 def warnings_for(events: list[dict], cfg_target_kl: float | None = None, max_new_tokens: int | None = None) -> list[str]:
     """Signs of reward hacking or collapse in a run's step events, as sentences."""
+    judged = _judge_warnings(events)
     steps = [e for e in events if "reward_mean" in e and "kl" in e]
     if len(steps) < 3:
-        return []
+        return judged
     out = []
     last, first = steps[-1], steps[0]
     target = cfg_target_kl or 6.0
@@ -421,7 +501,7 @@ def warnings_for(events: list[dict], cfg_target_kl: float | None = None, max_new
     if first.get("entropy") and last.get("entropy", 1) < 0.2 * first["entropy"]:
         out.append(f"Entropy has collapsed from {first['entropy']:.2f} to {last['entropy']:.2f}: the policy is repeating itself.")
     out += _length_warning(steps) + _keyword_warning(steps)
-    return out
+    return out + judged
 
 
 TREND_MIN_STEPS = 4  # a correlation over fewer steps is noise
@@ -483,6 +563,98 @@ def _keyword_warning(steps: list[dict]) -> list[str]:
         f"reward's variance (replies with it score {last.get('keyword_pay', 0):.1f} spreads higher; "
         f"{last.get('keyword_share', 0):.0%} of the last batch say it). If that word is not what makes a reply good, "
         "the reward pays for a keyword: read the samples."
+    ]
+
+
+OVEROPT_WINDOW = 3  # evaluations over which the training reward rises while the held-out judge falls
+OVEROPT_SPREADS = 0.25  # a meaningful move: a quarter of the spread of scores across held-out prompts at the start
+
+
+def heldout_judge_warnings(rewards: list[dict], judge: list[dict], registry=None) -> list[str]:
+    """Why ``heldout_judge`` may not be independent of the training reward (empty when it is).
+
+    The counterpart of :func:`rlhf.evaluation.lineage_warnings` for the judge PPO watches while it
+    trains: a judge source that is also a training source, or a reward model trained on the same
+    data as a training reward model (``registry`` given: read from the models' lineage).
+    """
+    out = []
+    trained = {source_name(spec): spec for spec in rewards}
+    for i, spec in enumerate(judge):
+        name = source_name(spec)
+        if name in trained:
+            out.append(
+                f"heldout_judge[{i}] ({name}) is also a training reward: the policy is trained to please it, so eval_judge "
+                "rises with the proxy and can neither show over-optimisation nor stop the run before it; use a source the "
+                "policy is not trained on, e.g. a reward model trained on other pairs"
+            )
+            continue
+        if spec["type"] != "model" or registry is None:
+            continue
+        data = _lineage_data(registry, spec["model"])
+        for source in trained.values():
+            if source["type"] == "model" and data and _lineage_data(registry, source["model"]) == data:
+                out.append(
+                    f"heldout_judge[{i}] ({spec['model']}) and the training reward model {source['model']} were trained on the "
+                    f"same data ({data}): the judge shares the training reward's blind spots; train it on other pairs"
+                )
+    return list(dict.fromkeys(out))
+
+
+def _lineage_data(registry, name: str) -> str | None:
+    try:
+        return registry.get(name).lineage.get("data")
+    except Exception:  # a folder path or an unknown name: no recorded history
+        return None
+
+
+def _judge_warnings(events: list[dict]) -> list[str]:
+    """The held-out judge's lineage warnings (logged in the step-0 event) and the over-optimisation warning."""
+    lineage = [w for e in events if e.get("step") == 0 for w in e.get("judge_warnings") or []]
+    return list(dict.fromkeys(lineage)) + _overoptimisation_warning(events)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _overoptimisation_warning(events: list[dict]) -> list[str]:
+    """The training reward rising on held-out prompts while the held-out judge falls (Gao et al. 2022).
+
+    Over every window of ``OVEROPT_WINDOW`` evaluations so far: the training reward rose by at least
+    ``OVEROPT_SPREADS`` of its spread across held-out prompts at the start, the judge ended the
+    window lower than it began it and at least as far below its best so far. Once a window has
+    shown it, the warning stays (one sentence, from the latest such window), so a noisy later
+    evaluation does not hide what happened.
+    """
+    by_step = {}
+    for e in events:
+        if not e.get("final") and _finite(e.get("eval_reward")) and _finite(e.get("eval_judge")):
+            by_step[e["step"]] = e
+    evals = [by_step[s] for s in sorted(by_step)]
+    if len(evals) < OVEROPT_WINDOW:
+        return []
+    rise_min = OVEROPT_SPREADS * float(evals[0].get("eval_reward_std") or 0.0)
+    drop_min = OVEROPT_SPREADS * float(evals[0].get("eval_judge_std") or 0.0)
+    best, best_step, fired = -math.inf, 0, None
+    for i, e in enumerate(evals):
+        if e["eval_judge"] > best:
+            best, best_step = e["eval_judge"], e["step"]
+        if i < OVEROPT_WINDOW - 1:
+            continue
+        first = evals[i - OVEROPT_WINDOW + 1]
+        rise = e["eval_reward"] - first["eval_reward"]
+        if rise > 0 and rise >= rise_min and e["eval_judge"] < first["eval_judge"] and best - e["eval_judge"] >= drop_min:
+            fired = (first, e, best, best_step)
+    if fired is None:
+        return []
+    first, last, best, best_step = fired
+    return [
+        f"The training reward is being over-optimised (Gao et al. 2022): on the held-out prompts it rose from "
+        f"{first['eval_reward']:.3g} to {last['eval_reward']:.3g} (steps {first['step']} to {last['step']}) while the held-out "
+        f"judge fell from {first['eval_judge']:.3g} to {last['eval_judge']:.3g}; the judge was best at step {best_step} "
+        f"({best:.3g}). The policy is learning what the reward pays for, not what the judge values: set early_stop_patience "
+        "to stop near the judge's best and save that step's policy, lower learning_rate, or hold the policy closer to its "
+        "reference (a lower target_kl, or a higher kl_coef with adaptive_kl off)."
     ]
 
 
@@ -597,6 +769,8 @@ class PPOTrainer:
         self.score_std = RunningStd()
         self.length_fit = LengthFit()
         self.keyword_pay = KeywordPay()
+        self.judge_watch = JudgeWatch(cfg.early_stop_min_delta)
+        self.best_state: dict[str, torch.Tensor] | None = None  # the trainable weights at the judge's best (early stopping)
         self.special_ids = set(self.tokenizer.all_special_ids) | set(self.engine.stop_ids)
         self.step = 0
 
@@ -778,21 +952,56 @@ class PPOTrainer:
         return diag, samples
 
     @torch.no_grad()
-    def evaluate(self, prompts: list, references: list, reward_fn, seed: int) -> dict:
-        """Mean reward and KL to the reference on held-out prompts (sampled with a fixed seed)."""
+    def evaluate(self, prompts: list, references: list, reward_fn, seed: int, judge_fn=None) -> dict:
+        """Held-out figures (replies sampled with a fixed seed): mean training reward and its spread across
+        prompts, KL to the reference, reply length in tokens, and with ``judge_fn`` the held-out judge's
+        mean score and spread over the same replies."""
         if not prompts:
             return {}
-        total_reward, total_kl, count = 0.0, 0.0, 0
+        rewards: list[float] = []
+        judged: list[float] = []
+        kls: list[float] = []
+        lengths: list[int] = []
         for i in range(0, len(prompts), self.cfg.batch_size):
             chunk, refs = prompts[i : i + self.cfg.batch_size], references[i : i + self.cfg.batch_size]
             rollouts = self.rollout(chunk, refs, seed=seed + i)
-            raw, _ = reward_fn([_text_of(p) for p in chunk], [r.text for r in rollouts], refs)
+            texts, replies = [_text_of(p) for p in chunk], [r.text for r in rollouts]
+            raw, _ = reward_fn(texts, replies, refs)
+            rewards += raw
+            if judge_fn is not None:
+                judged += judge_fn(texts, replies, refs)[0]
             batch = layout(rollouts, self.tokenizer.pad_token_id, self.device)
             logp, _, ref, _ = self._score_tokens(batch)
-            total_kl += ((logp - ref) * batch.response_mask).sum().item()
-            total_reward += sum(raw)
-            count += len(chunk)
-        return {"eval_reward": total_reward / count, "eval_kl": total_kl / count, "eval_prompts": count}
+            kls += ((logp - ref) * batch.response_mask).sum(1).tolist()
+            lengths += [len(r.response_ids) for r in rollouts]
+        out = {
+            "eval_reward": _mean(rewards),
+            "eval_reward_std": _spread(rewards),
+            "eval_kl": _mean(kls),
+            "eval_length": _mean(lengths),
+            "eval_prompts": len(rewards),
+        }
+        if judge_fn is not None:
+            out["eval_judge"], out["eval_judge_std"] = _mean(judged), _spread(judged)
+        return out
+
+    def note_judge(self, step: int, value: float) -> bool:
+        """Record a held-out judge score; at a new best with early stopping on, keep a copy of the trainable weights."""
+        improved = self.judge_watch.update(step, value)
+        if improved and self.cfg.early_stop_patience:
+            # trainable_state() shares storage with the parameters on a CPU: the optimiser would change a bare view.
+            self.best_state = {n: t.clone() for n, t in self.trainable_state().items()}
+        return improved
+
+    def restore_best(self) -> bool:
+        """Put the weights of the judge's best evaluation back (False when there is none, or it is the current step)."""
+        if self.best_state is None or self.judge_watch.best_step == self.step:
+            return False
+        named = dict(self.policy.named_parameters())
+        with torch.no_grad():
+            for name, tensor in self.best_state.items():
+                named[name].copy_(tensor)
+        return True
 
     # -- checkpoints ------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -804,6 +1013,8 @@ class PPOTrainer:
         tmp = folder.with_name(folder.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
         save_file(self.trainable_state(), str(tmp / "policy.safetensors"))
+        if self.best_state is not None:
+            save_file(self.best_state, str(tmp / "best_policy.safetensors"))
         value = {f"head.{k}": v.cpu() for k, v in self.value_head.state_dict().items()}
         if self.value_trunk is not None:
             value.update({f"trunk.{k}": v.cpu().contiguous() for k, v in self.value_trunk.state_dict().items()})
@@ -815,6 +1026,7 @@ class PPOTrainer:
             "score_std": self.score_std.state(),
             "length_fit": self.length_fit.state(),
             "keyword_pay": self.keyword_pay.state(),
+            "judge_watch": self.judge_watch.state(),
             **extra,
         }
         (tmp / "state.json").write_text(json.dumps(state))
@@ -845,6 +1057,10 @@ class PPOTrainer:
             self.length_fit.load(state["length_fit"])
         if "keyword_pay" in state:
             self.keyword_pay.load(state["keyword_pay"])
+        if "judge_watch" in state:
+            self.judge_watch.load(state["judge_watch"])
+        if (folder / "best_policy.safetensors").is_file():
+            self.best_state = load_file(str(folder / "best_policy.safetensors"), device="cpu")
         return state
 
     def final_model(self):
@@ -854,8 +1070,16 @@ class PPOTrainer:
         return self.policy
 
 
-def _mean(xs: list[float]) -> float:
+def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _spread(xs: Sequence[float]) -> float:
+    """Standard deviation (population); 0 for fewer than two values."""
+    if len(xs) < 2:
+        return 0.0
+    mean = sum(xs) / len(xs)
+    return math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs))
 
 
 def _decoder_layers(model) -> torch.nn.ModuleList:
@@ -912,7 +1136,12 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
         train_records, eval_records = _split(records, cfg.eval_fraction, cfg.seed)
     if not train_records:
         raise ValueError(f"{cfg.prompts} has no training prompts")
-    if any(spec["type"] == "similarity" for spec in cfg.rewards):
+    if not eval_records and cfg.heldout_judge:
+        raise ValueError(
+            f"heldout_judge scores held-out replies, and {cfg.prompts} leaves none at eval_fraction {cfg.eval_fraction}: "
+            "raise eval_fraction or give eval_prompts"
+        )
+    if any(spec["type"] == "similarity" for spec in cfg.rewards + cfg.heldout_judge):
         missing = sum(ref is None for _, ref in train_records + eval_records)
         if missing:
             raise ValueError(
@@ -920,17 +1149,38 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
                 f"(give each record a {' / '.join(REFERENCE_FIELDS)} field, or drop the similarity source)"
             )
     reward_fn = build_reward(cfg.rewards, registry)
+    # Built once; it scores only the held-out replies and never reaches the policy's update.
+    judge_fn = build_reward(cfg.heldout_judge, registry) if cfg.heldout_judge else None
+    judge_warnings = heldout_judge_warnings(cfg.rewards, cfg.heldout_judge, registry)
+    for warning in judge_warnings:
+        print(f"warning: {warning}", flush=True)
     trainer = PPOTrainer(cfg, registry)
     eval_p, eval_r = [p for p, _ in eval_records], [r for _, r in eval_records]
+
+    def evaluate() -> dict:
+        result = trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed, judge_fn=judge_fn)
+        if not result:
+            return result
+        line = (
+            f"held-out at step {trainer.step}: reward {result['eval_reward']:.3f} kl {result['eval_kl']:.3f} "
+            f"length {result['eval_length']:.1f}"
+        )
+        if "eval_judge" in result:
+            trainer.note_judge(trainer.step, result["eval_judge"])
+            watch = trainer.judge_watch
+            best = f"{watch.best:.3f} at step {watch.best_step}" if watch.best is not None else "none yet"
+            line += f" judge {result['eval_judge']:.3f} (best {best})"
+        print(line, flush=True)
+        return result
 
     state: dict = {}
     last = run.last_checkpoint() if resume else None
     if last is not None:
         state = trainer.load_state(last)
         print(f"resumed at step {trainer.step} from {last}", flush=True)
-    baseline = state.get("eval_start") or trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed)
+    baseline = state.get("eval_start") or evaluate()
     if not state:
-        run.append_event({"step": 0, "max_steps": cfg.steps, **baseline})
+        run.append_event({"step": 0, "max_steps": cfg.steps, **baseline, **({"judge_warnings": judge_warnings} if judge_warnings else {})})
 
     def prompts_for(step: int) -> list:
         # The order depends only on the seed and the step, so a resumed run sees the same prompts.
@@ -940,40 +1190,70 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
         picked = [order[(offset + j) % len(order)] for j in range(cfg.batch_size)]
         return [train_records[i] for i in picked]
 
-    last_eval = baseline
+    last_eval, last_eval_step = baseline, (None if state else 0)
+    judge_stopped = False
+    warned = bool(judge_fn) and bool(_overoptimisation_warning(run.events()))  # a resumed run said it already
     while trainer.step < cfg.steps and not stop:
         batch = prompts_for(trainer.step)
         diag, samples = trainer.train_step([p for p, _ in batch], [r for _, r in batch], reward_fn)
         event = {"step": trainer.step, "max_steps": cfg.steps, **diag}
         if cfg.sample_every and (trainer.step % cfg.sample_every == 0 or trainer.step in (1, cfg.steps)):
             event["samples"] = samples[:4]
-        if cfg.eval_every and trainer.step % cfg.eval_every == 0 and trainer.step < cfg.steps:
-            last_eval = trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed)
-            event.update(last_eval)
-        run.append_event(event)
         print(
             f"step {trainer.step}/{cfg.steps} reward {diag['reward_mean']:.3f} kl {diag['kl']:.3f} "
             f"entropy {diag['entropy']:.2f} length {diag['reply_length']:.1f} {diag['episodes_per_second']:.2f} episodes/s",
             flush=True,
         )
-        if cfg.save_every and trainer.step % cfg.save_every == 0 or stop:
+        # The end is evaluated here too, so the last step's event carries it (the charts and warnings read events).
+        at_end = trainer.step >= cfg.steps
+        if at_end or (cfg.eval_every and trainer.step % cfg.eval_every == 0):
+            last_eval, last_eval_step = evaluate(), trainer.step
+            event.update(last_eval)
+            watch = trainer.judge_watch
+            judge_stopped = bool(cfg.early_stop_patience and judge_fn and not at_end and watch.since_best >= cfg.early_stop_patience)
+        run.append_event(event)
+        if judge_fn is not None and not warned and last_eval_step == trainer.step:
+            for warning in _overoptimisation_warning(run.events()):
+                print(f"warning: {warning}", flush=True)
+                warned = True
+        if cfg.save_every and trainer.step % cfg.save_every == 0 or stop or judge_stopped:
             trainer.save_state(run.trainer_dir / f"checkpoint-{trainer.step}", {"eval_start": baseline})
             _prune(run.trainer_dir, keep=2)
+        if judge_stopped:
+            print(
+                f"early stop at step {trainer.step}: the held-out judge has not beaten its best "
+                f"({trainer.judge_watch.best:.3f}, step {trainer.judge_watch.best_step}) for {trainer.judge_watch.since_best} evaluations",
+                flush=True,
+            )
+            break
 
-    final_eval = trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed) if trainer.step >= cfg.steps else last_eval
+    if trainer.step >= cfg.steps and last_eval_step != trainer.step:
+        last_eval = evaluate()  # resumed from a checkpoint of the last step: its end was not evaluated in this process
+    final_eval = last_eval
+    saved_step = trainer.step
+    if judge_fn is not None and cfg.early_stop_patience and trainer.restore_best():
+        saved_step = trainer.judge_watch.best_step
+        print(f"saving the policy of step {saved_step}, the held-out judge's best, instead of step {trainer.step}", flush=True)
     model = trainer.final_model()
     model.save_pretrained(run.checkpoint_dir)
     trainer.tokenizer.save_pretrained(run.checkpoint_dir)
     metrics = {"steps": trainer.step, "episodes": trainer.step * cfg.batch_size, "kl_coef": trainer.kl.value}
     metrics["trainable_params"] = sum(t.numel() for t in trainer.trainable_state().values())
-    for key in ("eval_reward", "eval_kl"):
+    for key in ("eval_reward", "eval_kl", "eval_length", "eval_judge"):
         if key in baseline:
             metrics[f"{key}_start"] = baseline[key]
         if key in final_eval:
             metrics[f"{key}_end"] = final_eval[key]
     if "eval_reward" in baseline and "eval_reward" in final_eval:
         metrics["eval_reward_gain"] = final_eval["eval_reward"] - baseline["eval_reward"]
+    if judge_fn is not None and trainer.judge_watch.best is not None:
+        metrics["eval_judge_best"] = trainer.judge_watch.best
+        metrics["best_judge_step"] = trainer.judge_watch.best_step
+        metrics["checkpoint_step"] = saved_step
+        metrics["stopped_by_judge"] = judge_stopped
     lineage = {"policy": cfg.policy, "rewards": cfg.rewards, "prompts": cfg.prompts, "method": cfg.method}
+    if cfg.heldout_judge:
+        lineage["heldout_judge"] = cfg.heldout_judge  # with early stopping it also chose the checkpoint
     if cfg.check_judge and cfg.check_prompts and not stop:
         from rlhf.evaluation import end_of_run_check
 
@@ -984,7 +1264,7 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
                 lineage=lineage, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, registry=registry,
             )
         )  # fmt: skip
-    return publish(
+    metrics = publish(
         run,
         registry,
         cfg,
@@ -997,6 +1277,12 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
         stop=stop,
         step=trainer.step,
     )
+    if judge_stopped:
+        # publish reads stopped_early as "cancelled" (and then registers nothing); this run ended early on purpose,
+        # so it is registered and stopped_early says it ended before `steps`.
+        metrics["stopped_early"] = True
+        run.write_metrics(metrics)
+    return metrics
 
 
 def _prune(folder: Path, keep: int) -> None:
