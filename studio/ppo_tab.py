@@ -5,7 +5,11 @@ run, or any prompts file), one or more reward sources with weights (a trained re
 AI judge = RLAIF, a Python function, similarity to reference answers) and the settings of
 :class:`rlhf.ppo.PPORunConfig`. Launch starts ``rlhf-studio train ppo`` as a subprocess; the
 screen plots its diagnostics, shows sample replies and warns when KL runs away or replies
-collapse. The finished policy is registered: it appears in the chat and in candidate generation.
+collapse. An optional held-out judge (a source the policy is not trained on) scores the held-out
+replies at every evaluation: a chart of the training reward's and the judge's gains against KL
+appears once a run has judge scores, a warning says when the training reward is being
+over-optimised, and ``early_stop_patience`` stops the run at the judge's best.
+The finished policy is registered: it appears in the chat and in candidate generation.
 Every handler checks the caller may train (on the server); prompts files typed here must lie
 inside the data folders, and the config is checked completely before a run folder is made.
 Run alone: ``python -m studio.ppo_tab``.
@@ -38,10 +42,32 @@ CHARTS = (
     Chart("Reply length (tokens) and end-of-turn rate", ("reply_length", "eos_rate")),
     Chart("Clip fraction and approximate KL", ("clipfrac", "approx_kl")),
     Chart("Value loss", ("value_loss",)),
+    # Drawn only for a run with a held-out judge: the six charts above are the page's budget (a
+    # seventh always-present one stalled the browser test's page in CI).
+    Chart(
+        "Held-out: training reward and judge over KL",
+        ("eval_reward", "eval_judge"),
+        x="eval_kl",
+        x_label="held-out KL to the reference (nats per reply)",
+        from_start=True,
+        only_with="eval_judge",
+    ),
 )
 METRICS = ("eval_reward_gain", "eval_kl_end", "episodes", "judged_win_rate_vs_start")
-MAIN_FIELDS = ("method", "steps", "batch_size", "max_new_tokens", "learning_rate", "kl_coef", "target_kl", "length_debias", "register_as")
-SPECIAL_FIELDS = {"prompts", "policy", "rewards", "kl_horizon"}  # kl_horizon: retired, kept so old configs load
+MAIN_FIELDS = (
+    "method",
+    "steps",
+    "batch_size",
+    "max_new_tokens",
+    "learning_rate",
+    "kl_coef",
+    "target_kl",
+    "length_debias",
+    "early_stop_patience",
+    "register_as",
+)
+# heldout_judge: edited like rewards, with its own source pickers; kl_horizon: retired, kept so old configs load
+SPECIAL_FIELDS = {"prompts", "policy", "rewards", "heldout_judge", "kl_horizon"}
 PROJECT_PREFIX = "project:"
 
 
@@ -76,6 +102,18 @@ def reward_specs(
     return specs
 
 
+def judge_specs(reward_model: str | None, judge: str | None, function: str | None) -> list[dict]:
+    """The ``heldout_judge`` list from the form: every source chosen, each with weight 1."""
+    specs: list[dict] = []
+    if reward_model:
+        specs.append({"type": "model", "model": reward_model, "weight": 1.0})
+    if judge:
+        specs.append({"type": "judge", "model": judge, "weight": 1.0})
+    if function and function.strip():
+        specs.append({"type": "function", "function": function.strip(), "weight": 1.0})
+    return specs
+
+
 def make_config(ctx: StudioContext, prompts: str | None, policy: str | None, rewards: list[dict], settings: dict) -> PPORunConfig:
     """The typed config from the form; ValueError saying what to fix. Projects are resolved later."""
     if not prompts:
@@ -86,7 +124,8 @@ def make_config(ctx: StudioContext, prompts: str | None, policy: str | None, rew
     if not policy:
         raise ValueError("Choose the policy model.")
     value_model = (settings.get("value_model") or "").strip()
-    for name in [policy] + [s["model"] for s in rewards if "model" in s] + ([value_model] if value_model else []):
+    judged = [s["model"] for s in settings.get("heldout_judge") or [] if isinstance(s, dict) and "model" in s]
+    for name in [policy] + [s["model"] for s in rewards if "model" in s] + judged + ([value_model] if value_model else []):
         try:
             ctx.registry.get(name)
         except ModelError as exc:
@@ -193,6 +232,20 @@ def build(ctx: StudioContext) -> gr.Blocks:
                             scale=3,
                         )
                         sim_w = gr.Number(label="weight", value=1.0, elem_id="ppo-sim-weight", scale=1)
+                with gr.Group():
+                    gr.Markdown(
+                        "**Held-out judge** (optional): a source the policy is *not* trained on, e.g. a reward model trained "
+                        "on other pairs. It scores the held-out replies at every evaluation (eval_judge), shows when the "
+                        "training reward is over-optimised, and lets early_stop_patience stop at its best."
+                    )
+                    with gr.Row():
+                        hj_rm = gr.Dropdown(
+                            label="Judge: reward model", choices=ctx.registry.names("reward-model"), value=None, elem_id="ppo-heldout-rm"
+                        )
+                        hj_judge = gr.Dropdown(
+                            label="Judge: AI judge", choices=ctx.registry.names("causal-lm"), value=None, elem_id="ppo-heldout-judge"
+                        )
+                    hj_fn = gr.Textbox(label="Judge: Python function", placeholder="package.module:function", elem_id="ppo-heldout-fn")
                 choices = {"method": ["lora", "top_layers"], "launcher": ["python", "accelerate"]}
                 all_fields = {f.name for f in dataclasses.fields(PPORunConfig)}
                 main = build_form(PPORunConfig, choices, skip=SPECIAL_FIELDS | (all_fields - set(MAIN_FIELDS)))
@@ -210,11 +263,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         fields = {**main, **more}
         reward_inputs = [rm, rm_w, judge, judge_w, judge_template, fn, fn_w, sim, sim_w]
-        inputs = {policy, prompts, *reward_inputs, *fields.values()}
+        judge_inputs = [hj_rm, hj_judge, hj_fn]
+        inputs = {policy, prompts, *reward_inputs, *judge_inputs, *fields.values()}
 
         def parts(values: dict) -> tuple:
             rewards = reward_specs(*(values[c] for c in reward_inputs))
-            return values[prompts], values[policy], rewards, {name: values[c] for name, c in fields.items()}
+            settings = {name: values[c] for name, c in fields.items()}
+            settings["heldout_judge"] = judge_specs(*(values[c] for c in judge_inputs))
+            return values[prompts], values[policy], rewards, settings
 
         def on_preview(values: dict, request: gr.Request):
             require(ctx.store, request, TRAIN)
@@ -232,14 +288,16 @@ def build(ctx: StudioContext) -> gr.Blocks:
         def on_refresh(request: gr.Request):
             # Checked on the server; annotators load the page too: nothing for them, and no error toast.
             if not allowed(current_user(ctx.store, request), TRAIN):
-                return tuple(gr.skip() for _ in range(8))
-            lm = ctx.registry.names("causal-lm")
+                return tuple(gr.skip() for _ in range(10))
+            lm, rms = ctx.registry.names("causal-lm"), ctx.registry.names("reward-model")
             return (
                 gr.update(choices=lm),
                 gr.update(choices=prompt_choices(ctx)),
-                gr.update(choices=ctx.registry.names("reward-model")),
+                gr.update(choices=rms),
                 gr.update(choices=lm),
                 gr.update(choices=ctx.registry.names("encoder")),
+                gr.update(choices=rms),
+                gr.update(choices=lm),
                 gr.update(choices=[r.id for r in ctx.launcher.runs(KIND)]),
                 gr.Timer(active=True),
                 gr.skip(),
@@ -252,14 +310,23 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
             return on_focus
 
-        ordered = [policy, prompts, *reward_inputs, *fields.values()]
+        ordered = [policy, prompts, *reward_inputs, *judge_inputs, *fields.values()]
         gr.on([c.change for c in ordered], on_preview, inputs, [yaml_box, command], api_name=False, show_progress="hidden")
         launch_btn.click(on_launch, inputs, monitor.run, api_name="launch_ppo_run")
         monitor.timer.tick(on_tick, monitor.run, [samples, warnings_md], api_name=False, show_progress="hidden")
-        for comp, kind in ((policy, "causal-lm"), (rm, "reward-model"), (judge, "causal-lm"), (sim, "encoder")):
+        for comp, kind in (
+            (policy, "causal-lm"),
+            (rm, "reward-model"),
+            (judge, "causal-lm"),
+            (sim, "encoder"),
+            (hj_rm, "reward-model"),
+            (hj_judge, "causal-lm"),
+        ):
             comp.focus(refresher(kind), None, comp, api_name=False)
         prompts.focus(refresher(None, projects=True), None, prompts, api_name=False)
-        screen.load(on_refresh, None, [policy, prompts, rm, judge, sim, monitor.run, monitor.timer, warnings_md], api_name=False)
+        screen.load(
+            on_refresh, None, [policy, prompts, rm, judge, sim, hj_rm, hj_judge, monitor.run, monitor.timer, warnings_md], api_name=False
+        )
     return screen
 
 

@@ -27,7 +27,11 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes from library loggers
 @dataclass(frozen=True)
 class Chart:
     title: str
-    keys: tuple[str, ...]  # event fields drawn as lines, by step
+    keys: tuple[str, ...]  # event fields drawn as lines, by step (or by ``x``)
+    x: str = "step"  # the event field on the horizontal axis
+    x_label: str = "step"
+    from_start: bool = False  # each line as its change since its first value, so lines of different scales meet at 0
+    only_with: str | None = None  # drawn only once some event has this field (a chart for an optional feature)
 
 
 def _fmt(value) -> str:
@@ -58,13 +62,30 @@ def progress(run: RunDir, events: list[dict], state: str) -> tuple[float, str]:
     return fraction, text
 
 
-def series(events: list[dict], keys: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
+def _number(value) -> bool:
+    return isinstance(value, int | float)
+
+
+def series(events: list[dict], keys: tuple[str, ...], x: str = "step", from_start: bool = False) -> dict[str, list[tuple[float, float]]]:
+    """{key: [(x, y), ...]} from the events that have both; ``from_start``: y less the key's first value."""
     out: dict[str, list[tuple[float, float]]] = {}
     for key in keys:
-        pts = [(float(e["step"]), float(e[key])) for e in events if isinstance(e.get(key), int | float) and "step" in e]
+        pts = [(float(e[x]), float(e[key])) for e in events if _number(e.get(key)) and _number(e.get(x)) and "step" in e]
+        if pts and from_start:
+            pts = [(px, py - pts[0][1]) for px, py in pts]
         if pts:
-            out[key] = pts
+            out[f"{key} - start" if from_start else key] = pts
     return out
+
+
+def charts_html(events: list[dict], charts: tuple[Chart, ...]) -> str:
+    """Every chart of a run; a chart with ``only_with`` only when some event has that field."""
+    drawn = []
+    for chart in charts:
+        if chart.only_with and not any(_number(e.get(chart.only_with)) for e in events):
+            continue
+        drawn.append(line_chart(chart.title, series(events, chart.keys, chart.x, chart.from_start), x_label=chart.x_label))
+    return '<div class="run-plots">' + "".join(drawn) + "</div>"
 
 
 def runs_frame(launcher: RunLauncher, kind: str, metric_keys: tuple[str, ...]) -> pd.DataFrame:
@@ -101,7 +122,7 @@ def run_detail(launcher: RunLauncher, run_id: str | None, charts: tuple[Chart, .
         lines.append(f"Metrics: {html.escape(shown)}")
     if status.get("traceback"):
         lines.append("<details><summary>Traceback</summary>\n\n```\n" + status["traceback"][-3000:] + "\n```\n</details>")
-    plots = '<div class="run-plots">' + "".join(line_chart(c.title, series(events, c.keys)) for c in charts) + "</div>"
+    plots = charts_html(events, charts)
     bar = progress_bar(fraction, caption, failed=state.state in ("failed", "lost"))
     return "\n\n".join(lines), bar, plots, ANSI.sub("", run.tail_log(40)), state.alive
 

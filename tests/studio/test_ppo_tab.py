@@ -55,6 +55,49 @@ def test_reward_specs_from_the_form() -> None:
     assert mixed[1] == {"type": "judge", "model": "tiny", "weight": 0.5, "template": "Rate: {prompt} / {reply}"}
 
 
+def test_heldout_judge_specs_from_the_form() -> None:
+    assert ppo_tab.judge_specs(None, None, "  ") == []
+    assert ppo_tab.judge_specs("rm-b", "tiny", "pkg.mod:fn") == [
+        {"type": "model", "model": "rm-b", "weight": 1.0},
+        {"type": "judge", "model": "tiny", "weight": 1.0},
+        {"type": "function", "function": "pkg.mod:fn", "weight": 1.0},
+    ]
+
+
+def test_the_judge_chart_is_drawn_only_for_a_run_with_a_judge() -> None:
+    from studio.run_monitor import charts_html
+
+    trained = [{"step": s, "reward_mean": 0.1 * s, "kl": 0.5 * s} for s in (1, 2, 3)]
+    held_out = [{"step": s, "eval_reward": 1.0 + 0.2 * s, "eval_kl": 0.4 * s} for s in (0, 2, 3)]
+    plain = charts_html(trained + held_out, ppo_tab.CHARTS)
+    assert plain.count('class="line-chart"') == 6 and "judge over KL" not in plain
+    judged = [{**e, "eval_judge": -3.0 - 0.1 * e["step"]} for e in held_out]
+    html = charts_html(trained + judged, ppo_tab.CHARTS)
+    assert html.count('class="line-chart"') == 7 and "Held-out: training reward and judge over KL" in html
+    assert "eval_reward - start" in html and "eval_judge - start" in html and "held-out KL to the reference" in html
+    [chart] = [c for c in ppo_tab.CHARTS if c.only_with]
+    from studio.run_monitor import series
+
+    lines = series(judged, chart.keys, chart.x, chart.from_start)
+    flat = {name: [v for point in points for v in point] for name, points in lines.items()}
+    assert flat["eval_reward - start"] == pytest.approx([0.0, 0.0, 0.8, 0.4, 1.2, 0.6])  # (KL, gain since step 0)
+    assert flat["eval_judge - start"] == pytest.approx([0.0, 0.0, 0.8, -0.2, 1.2, -0.3])
+
+
+def test_the_form_offers_the_heldout_judge_and_early_stopping(ctx: StudioContext) -> None:
+    screen = ppo_tab.build(ctx)
+    ids = {getattr(block, "elem_id", None) for block in screen.blocks.values()}
+    assert {"ppo-heldout-rm", "ppo-heldout-judge", "ppo-heldout-fn", "cfg-PPORunConfig-early_stop_patience"} <= ids
+    assert "cfg-PPORunConfig-heldout_judge" not in ids  # edited with its own pickers, not as text
+    settings = {
+        **SETTINGS,
+        "heldout_judge": ppo_tab.judge_specs(None, None, "tests.rlhf.reward_fns:pays_for_brevity"),
+        "early_stop_patience": 2,
+    }
+    yaml_text, _ = ppo_tab.preview(ctx, "project:x", "tiny", rewards(), settings)
+    assert "heldout_judge:\n- type: function" in yaml_text and "early_stop_patience: 2" in yaml_text
+
+
 def test_ppo_from_a_project_closes_the_loop(ctx: StudioContext) -> None:
     pid = ctx.store.create_project("chatbot", k=2, min_submitted=1)
     ctx.store.add_prompts(pid, [PromptRecord(f"tell me about the sea, part {i}") for i in range(20)])
@@ -72,7 +115,8 @@ def test_ppo_from_a_project_closes_the_loop(ctx: StudioContext) -> None:
     steps = [e for e in run.events() if "reward_mean" in e]
     assert [e["step"] for e in steps] == [1, 2, 3, 4] and all("kl" in e and "entropy" in e for e in steps)
     summary, bar, plots, log, alive = run_detail(ctx.launcher, run_id, ppo_tab.CHARTS)
-    assert "finished" in summary and plots.count("<svg") == len(ppo_tab.CHARTS) and not alive
+    always = [c for c in ppo_tab.CHARTS if not c.only_with]
+    assert "finished" in summary and plots.count("<svg") == len(always) == 6 and not alive  # no judge: no judge chart
     table, warnings = ppo_tab.samples_and_warnings(ctx, run_id)
     assert len(table) > 0 and set(table.columns) == {"step", "prompt", "reply", "reward", "ended"}
 
@@ -110,4 +154,12 @@ def test_bad_ppo_launches_are_refused(ctx: StudioContext, tiny_encoder_dir: Path
         ppo_tab.launch(ctx, good, "tiny", rewards(), {**SETTINGS, "minibatch_size": 64}, BOSS)
     with pytest.raises(gr.Error, match="unknown model 'ghost-value'"):
         ppo_tab.launch(ctx, good, "tiny", rewards(), {**SETTINGS, "value_model": "ghost-value"}, BOSS)
+    judges = [
+        (ppo_tab.judge_specs("ghost-rm", None, None), "unknown model 'ghost-rm'"),
+        (ppo_tab.judge_specs(None, None, "no_colon"), "heldout_judge\\[0\\]: function must look like"),
+        ([], "early_stop_patience needs a heldout_judge"),
+    ]
+    for judge, message in judges:
+        with pytest.raises(gr.Error, match=message):
+            ppo_tab.launch(ctx, good, "tiny", rewards(), {**SETTINGS, "heldout_judge": judge, "early_stop_patience": 2}, BOSS)
     assert ctx.launcher.runs() == [] and not ctx.launcher.root.exists()
