@@ -182,17 +182,25 @@ def main() -> None:
         return out
 
     linear("MiniLM frozen, mean pooled, linear head", mini["mean_chosen"], mini["mean_rejected"], mini["seconds"])
-    last = linear("SmolLM2 frozen, chat template, last token (method: head)", chat["last_chosen"], chat["last_rejected"], chat["seconds"])
-    linear("SmolLM2 frozen, chat template, mean over reply", chat["mean_chosen"], chat["mean_rejected"], chat["seconds"])
+    linear("SmolLM2 frozen, chat template, last token", chat["last_chosen"], chat["last_rejected"], chat["seconds"])
+    reply_mean = linear("SmolLM2 frozen, chat template, mean over reply", chat["mean_chosen"], chat["mean_rejected"], chat["seconds"])
     linear("SmolLM2 frozen, chat template, middle layer mean", chat["middle_chosen"], chat["middle_rejected"], chat["seconds"])
     lp = chat["logprob_chosen"] - chat["logprob_rejected"]
     rows.append(summarise("SmolLM2 reply mean log-prob (no training)", lp, chat["seconds"], parts))
     both = [torch.cat([chat[f"last_{s}"], chat[f"mean_{s}"], chat[f"middle_{s}"]], 1) for s in ("chosen", "rejected")]
     linear("SmolLM2 frozen, last token + reply mean + middle", *both, chat["seconds"])
-    ens = linear(
+    linear(
         "SmolLM2 frozen, last token, 5 bootstrap heads",
         chat["last_chosen"],
         chat["last_rejected"],
+        chat["seconds"],
+        ensemble=5,
+        note="margin = mean of 5 heads; spread = their sd",
+    )
+    ens = linear(
+        "SmolLM2 frozen, reply mean, 5 bootstrap heads (recipes/reward-smollm2-heads.yaml)",
+        chat["mean_chosen"],
+        chat["mean_rejected"],
         chat["seconds"],
         ensemble=5,
         note="margin = mean of 5 heads; spread = their sd",
@@ -201,9 +209,9 @@ def main() -> None:
     mini_out = cv_linear(mini["mean_chosen"], mini["mean_rejected"], parts)
     combo = torch.zeros(len(pairs))
     for f in parts:
-        for m in (last["margins"], mini_out["margins"]):
+        for m in (reply_mean["margins"], mini_out["margins"]):
             combo[f] += m[f] / m[f].std().clamp(min=1e-6)
-    rows.append(summarise("ensemble: SmolLM2 last-token head + MiniLM head", combo, chat["seconds"] + mini["seconds"], parts))
+    rows.append(summarise("ensemble: SmolLM2 reply-mean head + MiniLM head", combo, chat["seconds"] + mini["seconds"], parts))
 
     # Is the ensemble's spread useful? Accuracy on the pairs it is most and least sure of.
     sure = ens["margins"].abs() / ens["spread"].clamp(min=1e-6)
@@ -214,7 +222,7 @@ def main() -> None:
         "least_sure_third_accuracy": round(accuracy(ens["margins"][order[-third:]]), 4),
     }
     print(
-        f"5-head ensemble: accuracy on its surest third {calibration['most_sure_third_accuracy']:.3f}, "
+        f"5-head reply-mean ensemble: accuracy on its surest third {calibration['most_sure_third_accuracy']:.3f}, "
         f"least sure third {calibration['least_sure_third_accuracy']:.3f}"
     )
 

@@ -21,12 +21,19 @@ import torch
 
 from rlhf.scoring import encode_pair, reply_start
 
+POOLINGS = ("classifier", "reply_mean")
+
 
 class FrozenFeatures:
     """``body``: a transformer returning ``last_hidden_state`` (an encoder, or a decoder without
     its LM head); ``lm_head`` (decoders, optional) for the reply's log-probability."""
 
-    def __init__(self, body, tokenizer, device: torch.device, reading: dict, batch_size: int = 16, lm_head=None) -> None:
+    def __init__(
+        self, body, tokenizer, device: torch.device, reading: dict, batch_size: int = 16, lm_head=None, pooling: str = "classifier"
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
         self.body, self.tokenizer, self.device = body.to(device).eval(), tokenizer, device
         self.lm_head = lm_head.to(device) if lm_head is not None else None
         self.format = reading
@@ -37,12 +44,15 @@ class FrozenFeatures:
         self.stop = None  # an optional stop flag (truthy when set), checked between batches
 
     @classmethod
-    def of_classifier(cls, model, tokenizer, reading: dict, device: torch.device | None = None, batch_size: int = 16) -> FrozenFeatures:
-        """The features a ``...ForSequenceClassification`` model's head reads."""
+    def of_classifier(
+        cls, model, tokenizer, reading: dict, device: torch.device | None = None, batch_size: int = 16, pooling: str = "classifier"
+    ) -> FrozenFeatures:
+        """The features a ``...ForSequenceClassification`` model's head reads (``classifier``), or
+        the mean of the reply's token vectors (``reply_mean``, decoders)."""
         from rlhf.device import pick_device
 
         body = getattr(model, model.base_model_prefix)
-        return cls(body, tokenizer, device or pick_device(), reading, batch_size)
+        return cls(body, tokenizer, device or pick_device(), reading, batch_size, pooling=pooling)
 
     @classmethod
     def load(
@@ -87,13 +97,18 @@ class FrozenFeatures:
 
     @torch.inference_mode()
     def features(self, pairs: Sequence[tuple]) -> torch.Tensor:
-        """The vector a sequence-classification head reads, one row per (prompt, reply)."""
+        """The vector a head reads, one row per (prompt, reply): what the sequence-classification
+        head reads, or the mean over the reply's tokens (its end token included)."""
         out: torch.Tensor | None = None
-        for rows, _ids, input_ids, mask in self._batches(pairs):
+        starts = [reply_start(self.tokenizer, p, r, **self.format) for p, r in pairs] if self.pooling == "reply_mean" else []
+        for rows, ids, input_ids, mask in self._batches(pairs):
             if self.stop is not None and bool(self.stop):
                 raise InterruptedError("stopped")
             hidden = self.body(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-            pooled = self._pool(hidden, input_ids, mask)
+            if self.pooling == "reply_mean":
+                pooled = torch.stack([hidden[b, starts[i] : len(ids[i])].mean(0) for b, i in enumerate(rows)])
+            else:
+                pooled = self._pool(hidden, input_ids, mask)
             if out is None:
                 out = torch.zeros(len(pairs), pooled.shape[1])
             out[rows] = pooled.cpu()

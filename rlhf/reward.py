@@ -33,27 +33,27 @@ from rlhf.scoring import PROMPT_FORMATS, RewardScorer, encode_pair
 @dataclass
 class RewardRunConfig(LaunchFields):
     data: str = field(default="", metadata={"help": "snapshot folder or preference file (TRL or HH-RLHF; .jsonl, .json, .parquet, .gz)"})
-    base_model: str = field(default="minilm-l6", metadata={"help": "registered model name or local folder to start from"})
+    base_model: str = field(default="smollm2-135m-instruct", metadata={"help": "registered model name or local folder to start from"})
     method: str = field(
-        default="full",
+        default="head",
         metadata={
             "help": "full (every weight), lora (adapters, merged at the end) or head (frozen base, linear heads fitted on its features)"
         },
     )
     heads: int = field(
-        default=1, metadata={"help": "method head: heads fitted on bootstrap resamples; more than 1 gives each score an uncertainty"}
+        default=5, metadata={"help": "method head: heads fitted on bootstrap resamples; more than 1 gives each score an uncertainty"}
     )
     l2: float | None = field(
         default=None, metadata={"help": "method head: L2 strength of the heads (empty: picked by 4-fold CV on the training pairs)"}
     )
     prompt_format: str = field(
-        default="transcript", metadata={"help": "transcript (User:/Assistant: turns) or chat (the base's chat template; decoders)"}
+        default="chat", metadata={"help": "transcript (User:/Assistant: turns) or chat (the base's chat template; decoders)"}
     )
     max_prompt_tokens: int = field(
-        default=0, metadata={"help": "keep the prompt's last turns within this many tokens (0 = all; chat format)"}
+        default=128, metadata={"help": "keep the prompt's last turns within this many tokens (0 = all; chat format)"}
     )
     max_reply_tokens: int = field(
-        default=0, metadata={"help": "read at most this many reply tokens, from its start (0 = all; chat format)"}
+        default=128, metadata={"help": "read at most this many reply tokens, from its start (0 = all; chat format)"}
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling"})
@@ -62,8 +62,14 @@ class RewardRunConfig(LaunchFields):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs"})
     batch_size: int = field(default=16, metadata={"help": "pairs per step"})
-    max_length: int = field(default=256, metadata={"help": "tokens per prompt + reply; longer texts lose their start"})
-    pooling: str = field(default="mean", metadata={"help": "encoders: mean of the token vectors (sentence encoders) or cls"})
+    max_length: int = field(default=512, metadata={"help": "tokens per prompt + reply; longer texts lose their start"})
+    pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (encoders: mean; decoders: reply_mean with method head, else the last token), mean or cls (encoders), "
+            "reply_mean (decoders with method head: the mean of the reply's token vectors)"
+        },
+    )
     eval_fraction: float = field(default=0.2, metadata={"help": "share of pairs held out for evaluation (ignored with eval_data)"})
     eval_data: str | None = field(default=None, metadata={"help": "a separate held-out pairs file (optional)"})
     skip_invalid: bool = field(
@@ -77,12 +83,14 @@ class RewardRunConfig(LaunchFields):
 
     def __post_init__(self) -> None:
         self.check_launch()
-        if self.pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+        if self.pooling not in ("auto", "mean", "cls", "reply_mean"):
+            raise ValueError(f"pooling must be 'auto', 'mean', 'cls' or 'reply_mean', got {self.pooling!r}")
+        if self.pooling == "reply_mean" and self.method != "head":
+            raise ValueError("pooling reply_mean needs method head (the heads read the mean of the reply's token vectors)")
         if self.method not in ("full", "lora", "head"):
             raise ValueError(f"method must be 'full', 'lora' or 'head', got {self.method!r}")
-        if self.heads < 1 or (self.heads > 1 and self.method != "head"):
-            raise ValueError(f"heads must be 1, or more with method head (got {self.heads} with method {self.method})")
+        if self.heads < 1:
+            raise ValueError(f"heads must be 1 or more (method head; other methods train one), got {self.heads}")
         if self.l2 is not None and self.l2 < 0:
             raise ValueError(f"l2 must be 0 or more, got {self.l2}")
         if self.prompt_format not in PROMPT_FORMATS:
@@ -166,7 +174,7 @@ def train_reward(cfg: RewardRunConfig, run, stop, registry=None, resume: bool = 
     torch.manual_seed(cfg.seed)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
     model.config.pad_token_id = tokenizer.pad_token_id
-    pooling.apply(model, cfg.pooling)  # decoders always score their last token
+    pooling.apply(model, "cls" if cfg.pooling == "cls" else "mean")  # encoders; decoders score their last token
     if cfg.method == "head":
         return _train_heads(cfg, run, stop, registry, model, tokenizer, train_pairs, eval_pairs)
     peft_config = None
@@ -253,7 +261,11 @@ def _train_heads(cfg: RewardRunConfig, run, stop, registry, model, tokenizer, tr
     from rlhf.scoring import write_format
 
     reading = {"max_length": cfg.max_length, **cfg.reading}
-    extractor = FrozenFeatures.of_classifier(model, tokenizer, reading)
+    encoder = tokenizer.cls_token is not None and tokenizer.sep_token is not None
+    if cfg.pooling == "reply_mean" and encoder:
+        raise ValueError(f"pooling reply_mean is for decoders; {cfg.base_model} is an encoder (use pooling mean or auto)")
+    pooled = "reply_mean" if not encoder and cfg.pooling in ("auto", "reply_mean") else "classifier"
+    extractor = FrozenFeatures.of_classifier(model, tokenizer, reading, pooling=pooled)
     extractor.stop = stop
     start = time.perf_counter()
     texts = [(p.prompt, t) for p in train_pairs for t in (p.chosen, p.rejected)]
@@ -266,14 +278,16 @@ def _train_heads(cfg: RewardRunConfig, run, stop, registry, model, tokenizer, tr
             parts.append(extractor.features(texts[at : at + chunk]))
             done += len(texts[at : at + chunk])
             seconds = time.perf_counter() - start
-            run.append_event({"step": 0, "phase": "features", "texts_done": done, "texts": len(texts), "texts_per_second": done / seconds})
+            run.append_event(
+                {"step": done, "max_steps": len(texts), "phase": "features", "texts_done": done, "texts_per_second": done / seconds}
+            )
             print(f"features {done}/{len(texts)} texts, {done / seconds:.1f} texts/s", flush=True)
     except InterruptedError:
         pass
     if stop:  # stopped while reading: there is no model to save or register
         metrics = {"train_pairs": len(train_pairs), "texts_read": done, "stopped_early": True}
         run.write_metrics(metrics)
-        run.append_event({"step": 0, "final": True, **metrics})
+        run.append_event({"step": done, "final": True, **metrics})
         return metrics
     features = torch.cat(parts)
     fitted = fit_heads(features[0::2], features[1::2], cfg.heads, cfg.l2, cfg.seed)
@@ -283,12 +297,12 @@ def _train_heads(cfg: RewardRunConfig, run, stop, registry, model, tokenizer, tr
         head.weight.copy_(fitted["weight"].to(head.weight))
         if head.bias is not None:
             head.bias.zero_()
-    run.append_event({"step": 1, "phase": "heads", "heads": cfg.heads, "l2": fitted["l2"], "seconds": feature_seconds})
+    run.append_event({"step": len(texts), "phase": "heads", "heads": cfg.heads, "l2": fitted["l2"], "seconds": feature_seconds})
     model.save_pretrained(run.checkpoint_dir)
     tokenizer.save_pretrained(run.checkpoint_dir)
     offsets = [float(x) for x in fitted["offsets"]]
-    write_format(run.checkpoint_dir, cfg.max_length, **cfg.reading, heads=cfg.heads, head_offsets=offsets)
-    scorer = RewardScorer(model, tokenizer, cfg.max_length, extractor.device, cfg.reading, offsets)
+    write_format(run.checkpoint_dir, cfg.max_length, **cfg.reading, heads=cfg.heads, head_offsets=offsets, pooling=pooled)
+    scorer = RewardScorer(model, tokenizer, cfg.max_length, extractor.device, cfg.reading, offsets, pooled)
     metrics = {
         "train_pairs": len(train_pairs),
         "dropped_pairs": 0,
@@ -300,5 +314,5 @@ def _train_heads(cfg: RewardRunConfig, run, stop, registry, model, tokenizer, tr
     lineage = {"data": cfg.data, "base_model": cfg.base_model, "method": "head"}
     return publish(
         run, registry, cfg, kind="reward", base=cfg.base_model, method=f"head x{cfg.heads}", data=cfg.data,
-        metrics=metrics, lineage=lineage, stop=stop, step=1,
+        metrics=metrics, lineage=lineage, stop=stop, step=len(texts),
     )  # fmt: skip

@@ -171,8 +171,11 @@ class RewardScorer:
         device: torch.device | None = None,
         reading: dict | None = None,
         head_offsets: Sequence[float] | None = None,
+        pooling: str = "classifier",
     ) -> None:
         self.device = device or pick_device()
+        self.pooling = pooling  # "reply_mean": the heads read the mean of the reply's token vectors
+        self._extractor = None
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -208,11 +211,21 @@ class RewardScorer:
         from rlhf.pooling import restore
 
         restore(model)
-        return cls(model, tokenizer, max_length or fmt["max_length"], pick_device(device), reading_of(fmt), fmt.get("head_offsets"))
+        return cls(
+            model,
+            tokenizer,
+            max_length or fmt["max_length"],
+            pick_device(device),
+            reading_of(fmt),
+            fmt.get("head_offsets"),
+            fmt.get("pooling", "classifier"),
+        )
 
     @torch.inference_mode()
     def score_heads(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> torch.Tensor:
         """Every head's score, centred: a (len(pairs), heads) tensor on the CPU."""
+        if self.pooling == "reply_mean":
+            return self._reply_mean_heads(pairs)
         rows: list[torch.Tensor] = []
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(pairs), batch_size):
@@ -223,6 +236,19 @@ class RewardScorer:
             mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=self.device)
             rows.append(self.model(input_ids=input_ids, attention_mask=mask).logits.float().cpu() - self.offsets)
         return torch.cat(rows) if rows else torch.zeros(0, self.heads)
+
+    def _reply_mean_heads(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        from rlhf.features import FrozenFeatures
+
+        if self._extractor is None:
+            reading = {"max_length": self.max_length, **self.reading}
+            self._extractor = FrozenFeatures.of_classifier(self.model, self.tokenizer, reading, self.device, pooling="reply_mean")
+        if not pairs:
+            return torch.zeros(0, self.heads)
+        head = self.model.score if hasattr(self.model, "score") else self.model.classifier
+        features = self._extractor.features(pairs).to(self.device)
+        logits = torch.nn.functional.linear(features, head.weight.float(), None if head.bias is None else head.bias.float())
+        return logits.cpu() - self.offsets
 
     def score_batch(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[float]:
         """One score per (prompt, reply): the head's, or the mean of an ensemble's heads."""

@@ -31,8 +31,9 @@ KIND = "reward"
 CHARTS = (
     Chart("Training loss", ("loss",)),
     Chart("Pairwise accuracy (training batches) and margin", ("accuracy", "margin")),
+    Chart("Method head: texts read per second by the frozen base", ("texts_per_second",)),
 )
-METRICS = ("eval_accuracy", "eval_mean_margin", "train_pairs")
+METRICS = ("eval_accuracy", "eval_mean_margin", "eval_accuracy_surest_third", "train_pairs")
 MAIN_FIELDS = ("method", "heads", "prompt_format", "learning_rate", "epochs", "batch_size", "max_length", "register_as")
 SPECIAL_FIELDS = {"data", "base_model"}
 

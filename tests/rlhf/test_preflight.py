@@ -137,7 +137,9 @@ def test_trim_events_keeps_up_to_the_checkpoint(tmp_path: Path) -> None:
 
 def test_resume_does_not_log_a_step_twice(tmp_path: Path, registry: ModelRegistry, pairs: Path, capsys) -> None:
     config = tmp_path / "run.yaml"
-    config.write_text(f"data: {pairs}\nbase_model: tiny-enc\nbatch_size: 4\nmax_length: 16\nlogging_steps: 1\nsave_steps: 3\n")
+    config.write_text(
+        f"data: {pairs}\nbase_model: tiny-enc\nmethod: full\nbatch_size: 4\nmax_length: 16\nlogging_steps: 1\nsave_steps: 3\n"
+    )
     assert main(["train", "reward", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0, capsys.readouterr().err
     [path] = (tmp_path / "runs").iterdir()
     run = RunDir(path)
@@ -169,7 +171,7 @@ def test_run_folders_and_the_model_cache_are_owner_only(tmp_path: Path, monkeypa
         assert main(["models", "add", str(tiny_encoder_dir), "--name", "tiny-enc"]) == 0
         assert _mode(home) == 0o700 and _mode(home / "models.json") == 0o600
         config = tmp_path / "run.yaml"
-        config.write_text(f"data: {pairs}\nbase_model: tiny-enc\nbatch_size: 16\nmax_length: 16\nsave_steps: 2\n")
+        config.write_text(f"data: {pairs}\nbase_model: tiny-enc\nmethod: full\nbatch_size: 16\nmax_length: 16\nsave_steps: 2\n")
         runs = tmp_path / "runs"
         assert main(["train", "reward", "--config", str(config), "--runs-dir", str(runs)]) == 0, capsys.readouterr().err
         assert os.umask(0o022) == 0o022  # the command's umask was put back

@@ -155,8 +155,10 @@ def test_snapshot_agreement_splits_the_accuracy(tmp_path: Path) -> None:
     pq.write_table(pa.table(rows), snap / "preference.parquet")
 
     class Fixed:
-        def score_batch(self, pairs):
-            return [1.0 if r == "good" else 0.0 for _, r in pairs]
+        heads = 1
+
+        def score_heads(self, pairs):
+            return torch.tensor([[1.0 if r == "good" else 0.0] for _, r in pairs])
 
     result = evaluate_pairs(Fixed(), read_pairs(snap))
     assert result["accuracy_unanimous"] == 1.0 and result["pairs_split"] == 1
@@ -166,7 +168,8 @@ def test_train_and_eval_commands(tmp_path: Path, studio_home: Path, tiny_encoder
     ModelRegistry().add(tiny_encoder_dir, name="tiny-enc")
     config = tmp_path / "run.yaml"
     config.write_text(
-        f"data: {pairs_file}\nbase_model: tiny-enc\nepochs: 1\nbatch_size: 16\nmax_length: 32\nregister_as: my-rm\nthreads: 1\n"
+        f"data: {pairs_file}\nbase_model: tiny-enc\nmethod: full\nepochs: 1\nbatch_size: 16\nmax_length: 32\n"
+        "register_as: my-rm\nthreads: 1\n"
     )
     assert main(["train", "reward", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
@@ -328,10 +331,19 @@ def test_one_prompt_format_for_training_and_every_scorer(
             for i in range(16)
         )
     )
-    cfg = RewardRunConfig(data=str(hh), base_model="tiny-base", epochs=1, batch_size=8, max_length=24, register_as="rm-format")
+    cfg = RewardRunConfig(
+        data=str(hh), base_model="tiny-base", method="full", prompt_format="transcript", max_prompt_tokens=0, max_reply_tokens=0,
+        epochs=1, batch_size=8, max_length=24, register_as="rm-format",
+    )  # fmt: skip
     _train(tmp_path, cfg, registry)
     folder = registry.resolve("rm-format")
-    assert json.loads((folder / FORMAT_FILE).read_text()) == {"prompt_format": "transcript-v1", "text_format": "transcript", "max_length": 24}
+    assert json.loads((folder / FORMAT_FILE).read_text()) == {
+        "prompt_format": "transcript-v1",
+        "text_format": "transcript",
+        "max_length": 24,
+        "max_prompt_tokens": 0,
+        "max_reply_tokens": 0,
+    }
     # what training encoded for the first pair (the prompt as the pairs file gives it) ...
     pair = read_pairs(hh)[0]
     scorer = RewardScorer.load(folder, device="cpu")

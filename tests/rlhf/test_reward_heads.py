@@ -46,7 +46,7 @@ def test_heads_learn_the_preference_and_save_as_an_ordinary_classifier(
     assert metrics["train_pairs"] == 72 and metrics["eval_pairs"] == 24 and metrics["heads"] == 3
     assert metrics["eval_accuracy"] >= 0.9 and metrics["eval_mean_margin"] > 0
     assert run.status()["state"] == "finished"
-    assert any(e.get("phase") == "features" and e["texts_done"] == 144 for e in run.events())
+    assert any(e.get("phase") == "features" and e["texts_done"] == e["step"] == e["max_steps"] == 144 for e in run.events())
 
     from transformers import AutoModelForSequenceClassification
 
@@ -77,7 +77,9 @@ def test_a_score_is_the_features_times_the_head(tmp_path: Path, studio_home: Pat
     """What the extractor reads is exactly what the classifier reads (last real token of a decoder)."""
     registry = ModelRegistry()
     registry.add(tiny_lm_dir, name="tiny-lm")
-    cfg = RewardRunConfig(data=str(pairs_file), base_model="tiny-lm", method="head", l2=0.01, max_length=40, eval_fraction=0.25)
+    cfg = RewardRunConfig(
+        data=str(pairs_file), base_model="tiny-lm", method="head", pooling="cls", l2=0.01, max_length=40, eval_fraction=0.25
+    )
     run, _ = _train(tmp_path, cfg, registry)
     scorer = RewardScorer.load(run.checkpoint_dir)
     extractor = FrozenFeatures.of_classifier(scorer.model, scorer.tokenizer, {"max_length": 40, **cfg.reading}, scorer.device)
@@ -85,6 +87,29 @@ def test_a_score_is_the_features_times_the_head(tmp_path: Path, studio_home: Pat
     with torch.no_grad():
         expected = extractor.features(texts) @ scorer.model.score.weight.T - scorer.offsets
     assert torch.allclose(scorer.score_heads(texts), expected, atol=1e-4)
+
+
+def test_reply_mean_heads_score_through_the_saved_model(tmp_path: Path, studio_home: Path, tiny_lm_dir: Path, pairs_file: Path) -> None:
+    registry = ModelRegistry()
+    registry.add(tiny_lm_dir, name="tiny-lm")
+    cfg = RewardRunConfig(
+        data=str(pairs_file), base_model="tiny-lm", method="head", heads=2, pooling="reply_mean", prompt_format="chat",
+        max_prompt_tokens=24, max_reply_tokens=16, max_length=64, eval_fraction=0.25,
+    )  # fmt: skip
+    _, held_out = split_pairs(read_pairs(pairs_file), cfg.eval_fraction, cfg.seed)
+    run, metrics = _train(tmp_path, cfg, registry)
+    assert metrics["eval_accuracy"] >= 0.9
+    assert json.loads((run.checkpoint_dir / FORMAT_FILE).read_text())["pooling"] == "reply_mean"
+    scorer = RewardScorer.load(run.checkpoint_dir)
+    assert scorer.pooling == "reply_mean" and scorer.reading["prompt_format"] == "chat"
+    assert evaluate_pairs(scorer, held_out)["mean_margin"] == pytest.approx(metrics["eval_mean_margin"], abs=1e-4)
+    # an extractor reading the saved model's way gives vectors of the head's width
+    extractor = FrozenFeatures.of_classifier(scorer.model, scorer.tokenizer, {"max_length": 64, **cfg.reading}, pooling="reply_mean")
+    with torch.no_grad():
+        alone = extractor.features([("a b", "good good")])
+    assert alone.shape[1] == scorer.model.config.hidden_size
+    with pytest.raises(ValueError, match="reply_mean needs method head"):
+        RewardRunConfig(data="x", method="lora", pooling="reply_mean")
 
 
 def test_chat_format_keeps_the_last_turns_and_the_reply_start(tiny_lm_dir: Path) -> None:
@@ -106,7 +131,7 @@ def test_chat_format_keeps_the_last_turns_and_the_reply_start(tiny_lm_dir: Path)
 
 def test_bad_head_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="heads"):
-        RewardRunConfig(data="x", method="lora", heads=3)
+        RewardRunConfig(data="x", heads=0)
     with pytest.raises(ValueError, match="prompt_format"):
         RewardRunConfig(data="x", prompt_format="markdown")
     with pytest.raises(ValueError, match="l2"):
@@ -184,7 +209,9 @@ def test_ppo_reward_source_pays_the_mean_less_the_spread(
     _, ensemble = _train(
         tmp_path, RewardRunConfig(data=str(pairs_file), base_model="tiny-enc", method="head", heads=4, max_length=32), registry
     )
-    _, single = _train(tmp_path, RewardRunConfig(data=str(pairs_file), base_model="tiny-enc", method="head", max_length=32), registry)
+    _, single = _train(
+        tmp_path, RewardRunConfig(data=str(pairs_file), base_model="tiny-enc", method="head", heads=1, max_length=32), registry
+    )
     prompts, replies = ["capital sea", "sea light"], ["France good good", "sugar bad bad"]
     plain = build_reward([{"type": "model", "model": ensemble["registered_as"]}], registry)
     penalised = build_reward([{"type": "model", "model": ensemble["registered_as"], "uncertainty": 2.0}], registry)

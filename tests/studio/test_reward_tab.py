@@ -62,7 +62,7 @@ def rm_ctx(ctx: StudioContext, tiny_encoder_dir: Path) -> StudioContext:
     return ctx
 
 
-SETTINGS = {"learning_rate": 3e-3, "epochs": 6.0, "batch_size": 8, "max_length": 32, "register_as": "studio-rm"}
+SETTINGS = {"method": "full", "learning_rate": 3e-3, "epochs": 6.0, "batch_size": 8, "max_length": 32, "register_as": "studio-rm"}
 
 
 def test_rankings_to_reward_model_to_try_it(rm_ctx: StudioContext) -> None:
@@ -133,7 +133,9 @@ def test_bad_launches_are_refused_and_make_no_run(rm_ctx: StudioContext) -> None
 def _long_run_config(tmp_path: Path) -> RewardRunConfig:
     rows = [f'{{"prompt": "q{i}", "chosen": "good {i}", "rejected": "bad {i}"}}' for i in range(64)]
     (tmp_path / "pairs.jsonl").write_text("\n".join(rows) + "\n")
-    return RewardRunConfig(data=str(tmp_path / "pairs.jsonl"), base_model="tiny-enc", epochs=400, batch_size=4, max_length=16, save_steps=5)
+    return RewardRunConfig(
+        data=str(tmp_path / "pairs.jsonl"), base_model="tiny-enc", method="full", epochs=400, batch_size=4, max_length=16, save_steps=5
+    )
 
 
 def test_cancel_stops_and_saves_and_a_restarted_studio_reattaches(rm_ctx: StudioContext, tmp_path: Path) -> None:
