@@ -1276,12 +1276,8 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
         lineage=lineage,
         stop=stop,
         step=trainer.step,
+        ended_early=judge_stopped,
     )
-    if judge_stopped:
-        # publish reads stopped_early as "cancelled" (and then registers nothing); this run ended early on purpose,
-        # so it is registered and stopped_early says it ended before `steps`.
-        metrics["stopped_early"] = True
-        run.write_metrics(metrics)
     return metrics
 
 

@@ -49,10 +49,29 @@ def training_cost(run) -> dict:
     return cost
 
 
-def publish(run, registry, cfg, *, kind: str, base: str, method: str, data: str, metrics: dict, lineage: dict, stop, step: int) -> dict:
+def publish(
+    run,
+    registry,
+    cfg,
+    *,
+    kind: str,
+    base: str,
+    method: str,
+    data: str,
+    metrics: dict,
+    lineage: dict,
+    stop,
+    step: int,
+    ended_early: bool = False,
+) -> dict:
+    """Metrics, final event, model card; register the model unless the run was cancelled (``stop``).
+
+    ``ended_early``: the trainer itself ended before its last step on purpose (PPO's early stop on
+    its held-out judge); the model is registered and ``stopped_early`` says so.
+    """
     from rlhf.model_card import write_card
 
-    metrics["stopped_early"] = bool(stop)
+    metrics["stopped_early"] = bool(stop) or ended_early
     metrics.update(training_cost(run))
     run.write_metrics(metrics)
     run.append_event({"step": step, "final": True, **metrics})
