@@ -131,12 +131,13 @@ def problems(kind: str, cfg: Any, registry: ModelRegistry | None = None) -> list
             if problem:
                 found.append(problem)
     if kind == "ppo":
-        for i, spec in enumerate(cfg.rewards):
-            kinds = REWARD_MODEL_KINDS.get(spec.get("type"))
-            if kinds and spec.get("model"):
-                problem = _check_model(registry, spec["model"], kinds, f"rewards[{i}] ({spec['type']})")
-                if problem:
-                    found.append(problem)
+        for key in ("rewards", "heldout_judge"):
+            for i, spec in enumerate(getattr(cfg, key, None) or []):
+                kinds = REWARD_MODEL_KINDS.get(spec.get("type"))
+                if kinds and spec.get("model"):
+                    problem = _check_model(registry, spec["model"], kinds, f"{key}[{i}] ({spec['type']})")
+                    if problem:
+                        found.append(problem)
     if cfg.register_as:  # empty: the run id
         try:
             registry.check_name(cfg.register_as, replace="runs")

@@ -66,6 +66,12 @@ def _train(kind: str, config: Path, runs: Path, text: str, capsys) -> tuple[int,
             "prompts: {tmp}/pairs.jsonl\npolicy: tiny\nrewards: [{{type: model, model: tiny}}]\n",
             "rewards[0] (model): tiny is a causal-lm model; it must be reward-model",
         ),
+        (
+            "ppo",
+            "prompts: {tmp}/pairs.jsonl\npolicy: tiny\nrewards: [{{type: function, function: 'a:b'}}]\n"
+            "heldout_judge: [{{type: model, model: ghost-judge}}]\n",
+            "heldout_judge[0] (model): unknown model 'ghost-judge'",
+        ),
         ("reward", "data: {tmp}/pairs.jsonl\nbase_model: tiny-enc\nregister_as: Bad Name!\n", "register_as: model name 'bad name!' is not"),
         ("reward", "data: {tmp}/pairs.jsonl\nbase_model: tiny-enc\nregister_as: minilm-l6\n", "'minilm-l6' is a built-in model name"),
         ("dpo", "data: {tmp}/pairs.jsonl\npolicy: tiny\nregister_as: tiny-enc\n", "a model called 'tiny-enc' is already registered"),
