@@ -85,11 +85,18 @@ def reward_specs(
     function_weight: float | None,
     similarity: str | None,
     similarity_weight: float | None,
+    reward_model_uncertainty: float | None = 0.0,
 ) -> list[dict]:
-    """The ``rewards`` list from the form: every source that is chosen and has a non-zero weight."""
+    """The ``rewards`` list from the form: every source that is chosen and has a non-zero weight.
+
+    ``reward_model_uncertainty`` (k > 0): the reward model, an ensemble, pays its heads' mean less
+    k standard deviations of their spread."""
     specs: list[dict] = []
     if reward_model and reward_model_weight:
-        specs.append({"type": "model", "model": reward_model, "weight": float(reward_model_weight)})
+        spec = {"type": "model", "model": reward_model, "weight": float(reward_model_weight)}
+        if reward_model_uncertainty:
+            spec["uncertainty"] = float(reward_model_uncertainty)
+        specs.append(spec)
     if judge and judge_weight:
         spec = {"type": "judge", "model": judge, "weight": float(judge_weight)}
         if judge_template and judge_template.strip() != DEFAULT_JUDGE_TEMPLATE:
@@ -214,6 +221,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
                             label="Reward model", choices=ctx.registry.names("reward-model"), value=None, elem_id="ppo-rm", scale=3
                         )
                         rm_w = gr.Number(label="weight", value=1.0, elem_id="ppo-rm-weight", scale=1)
+                        rm_unc = gr.Number(
+                            label="uncertainty penalty",
+                            info="ensembles: pay mean - k x the heads' spread",
+                            value=0.0,
+                            minimum=0,
+                            elem_id="ppo-rm-uncertainty",
+                            scale=1,
+                        )
                     with gr.Row():
                         judge = gr.Dropdown(
                             label="AI judge (RLAIF)", choices=ctx.registry.names("causal-lm"), value=None, elem_id="ppo-judge", scale=3
@@ -262,7 +277,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 samples = gr.DataFrame(label="Latest sample replies", interactive=False, wrap=True, elem_id="ppo-samples")
 
         fields = {**main, **more}
-        reward_inputs = [rm, rm_w, judge, judge_w, judge_template, fn, fn_w, sim, sim_w]
+        reward_inputs = [rm, rm_w, judge, judge_w, judge_template, fn, fn_w, sim, sim_w, rm_unc]
         judge_inputs = [hj_rm, hj_judge, hj_fn]
         inputs = {policy, prompts, *reward_inputs, *judge_inputs, *fields.values()}
 

@@ -48,9 +48,12 @@ def data_choices(ctx: StudioContext) -> list[tuple[str, str]]:
     return out
 
 
+DEFAULT_BASE = RewardRunConfig.__dataclass_fields__["base_model"].default
+
+
 def base_model_choices(ctx: StudioContext) -> list[str]:
-    """Encoders first (MiniLM is the default base), then causal LMs."""
-    return ctx.registry.names("encoder") + ctx.registry.names("causal-lm")
+    """Causal LMs first (a frozen SmolLM2 with five heads is the default recipe), then encoders."""
+    return ctx.registry.names("causal-lm") + ctx.registry.names("encoder")
 
 
 def make_config(ctx: StudioContext, data: str | None, base_model: str | None, settings: dict) -> RewardRunConfig:
@@ -138,9 +141,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     elem_id="reward-data",
                 )
                 base = gr.Dropdown(
-                    label="Base model", choices=base_model_choices(ctx), value="minilm-l6", allow_custom_value=True, elem_id="reward-base"
+                    label="Base model", choices=base_model_choices(ctx), value=DEFAULT_BASE, allow_custom_value=True, elem_id="reward-base"
                 )
-                choices = {"method": ["full", "lora"], "launcher": ["python", "accelerate"]}
+                choices = {
+                    "method": ["head", "full", "lora"],
+                    "prompt_format": ["chat", "transcript"],
+                    "pooling": ["auto", "mean", "cls", "reply_mean"],
+                    "launcher": ["python", "accelerate"],
+                }
                 main = build_form(RewardRunConfig, choices, skip=SPECIAL_FIELDS | (set(_all_fields()) - set(MAIN_FIELDS)))
                 with gr.Accordion("More settings", open=False):
                     more = build_form(RewardRunConfig, choices, skip=SPECIAL_FIELDS | set(MAIN_FIELDS))

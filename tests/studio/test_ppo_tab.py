@@ -47,6 +47,12 @@ def rewards(**overrides) -> list[dict]:
     return ppo_tab.reward_specs(**{**values, **overrides})
 
 
+def test_an_uncertainty_penalty_goes_with_the_reward_model() -> None:
+    specs = rewards(reward_model="rm-ens", reward_model_uncertainty=1.5, function=None)
+    assert specs == [{"type": "model", "model": "rm-ens", "weight": 1.0, "uncertainty": 1.5}]
+    assert "uncertainty" not in rewards(reward_model="rm", function=None)[0]
+
+
 def test_reward_specs_from_the_form() -> None:
     assert rewards() == [{"type": "function", "function": "tests.rlhf.reward_fns:likes_e", "weight": 1.0}]
     assert rewards(function_weight=0) == []
