@@ -226,3 +226,30 @@ def test_ppo_reward_source_pays_the_mean_less_the_spread(
         check_specs([{"type": "model", "model": "x", "uncertainty": -1}])
     with pytest.raises(RewardSpecError, match="unknown key"):
         check_specs([{"type": "function", "function": "a:b", "uncertainty": 1}])
+
+
+@pytest.mark.slow
+def test_the_default_recipe_on_the_real_smollm2(tmp_path: Path, studio_home: Path) -> None:
+    """The default reward config (frozen SmolLM2 in its chat template, five reply-mean heads) learns
+    a plain preference from 24 pairs, and the saved ensemble scores with a spread."""
+    rng = random.Random(0)
+    topics = ["the weather", "a recipe for soup", "how tides work", "learning to swim", "the history of tea"]
+    rows = []
+    for i in range(32):
+        topic = rng.choice(topics)
+        rows.append(
+            {
+                "prompt": f"User: Can you tell me about {topic}? ({i})",
+                "chosen": f"Of course. Here is a short, friendly explanation of {topic}, with one useful tip.",
+                "rejected": "No. Figure it out yourself, idiot.",
+            }
+        )
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = RewardRunConfig(data=str(path), eval_fraction=0.25, register_as="rm-default")
+    assert (cfg.base_model, cfg.method, cfg.heads, cfg.prompt_format) == ("smollm2-135m-instruct", "head", 5, "chat")
+    run, metrics = _train(tmp_path, cfg, ModelRegistry())
+    assert metrics["eval_accuracy"] == 1.0 and metrics["eval_mean_margin"] > 0
+    scorer = RewardScorer.load(run.checkpoint_dir)
+    scores, spread = scorer.score_spread([("User: hi", "Hello! How can I help you today?"), ("User: hi", "Go away, idiot.")])
+    assert scores[0] > scores[1] and all(s > 0 for s in spread)
