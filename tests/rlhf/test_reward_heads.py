@@ -16,21 +16,10 @@ from rlhf.reward import RewardRunConfig, evaluate_pairs, train_reward
 from rlhf.runs import RunDir, run_guard
 from rlhf.scoring import FORMAT_FILE, RewardScorer, encode_pair, reply_start
 from rlhf.uncertainty import pair_uncertainty, rank_by_uncertainty, uncertainties
-from tests.rlhf.test_reward import separable_pairs
+from tests.rlhf import test_reward
+from tests.rlhf.test_reward import _train, separable_pairs
 
-
-@pytest.fixture
-def pairs_file(tmp_path: Path) -> Path:
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in separable_pairs(96)))
-    return path
-
-
-def _train(tmp_path: Path, cfg: RewardRunConfig, registry: ModelRegistry) -> tuple[RunDir, dict]:
-    run = RunDir.create(tmp_path / "runs", "reward", {})
-    with run_guard(run, handle_sigterm=False) as stop:
-        metrics = train_reward(cfg, run, stop, registry=registry)
-    return run, metrics
+pairs_file = test_reward.pairs_file  # the same 96 separable pairs (a fixture)
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_encoder_dir", "tiny_lm_dir"])
