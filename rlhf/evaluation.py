@@ -124,6 +124,13 @@ def _ancestry(registry: ModelRegistry, name: str, depth: int = 6) -> list[dict]:
     return out
 
 
+def _same_source(source: dict, judge: dict, judge_model) -> bool:
+    """A training (or checkpoint-picking) reward source that is this judge."""
+    trained = source.get("model") or source.get("function")
+    same_kind = (source.get("type"), judge.get("type")) in (("model", "reward_model"), ("judge", "pairwise"), ("function", "function"))
+    return trained == judge_model and same_kind
+
+
 def lineage_warnings(contenders: list[dict], judge: dict, registry: ModelRegistry | None = None, known: dict | None = None) -> list[str]:
     """Why this judge may not measure quality for these contenders (empty when it is independent).
 
@@ -146,17 +153,18 @@ def lineage_warnings(contenders: list[dict], judge: dict, registry: ModelRegistr
         records = [known[spec["model"]], *_ancestry(registry, known[spec["model"]].get("policy", ""))] if spec["model"] in known else []
         for record in records or _ancestry(registry, spec["model"]):
             for source in record.get("rewards") or []:
-                trained = source.get("model") or source.get("function")
-                same_kind = (source.get("type"), judge.get("type")) in (
-                    ("model", "reward_model"),
-                    ("judge", "pairwise"),
-                    ("function", "function"),
-                )
-                if trained == judge_model and same_kind:
+                if _same_source(source, judge, judge_model):
                     warnings.append(
                         f"{label} was trained against {describe(judge)}: its win rate measures how well it pleases that proxy, "
                         "not quality; judge it with another reward model, an AI judge or the arena"
                     )
+            if record.get("checkpoint_chosen_by_judge"):
+                for source in record.get("heldout_judge") or []:
+                    if _same_source(source, judge, judge_model):
+                        warnings.append(
+                            f"{label} was saved at the step where {describe(judge)} scored it best (early stopping): "
+                            "the same judge now favours it; judge it with another reward model, an AI judge or the arena"
+                        )
             data = record.get("data")
             if data and judge_lineage.get("data") == data:
                 warnings.append(f"{label} and the judge were trained on the same data ({data}); the judge shares its blind spots")

@@ -1253,7 +1253,9 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
         metrics["stopped_by_judge"] = judge_stopped
     lineage = {"policy": cfg.policy, "rewards": cfg.rewards, "prompts": cfg.prompts, "method": cfg.method}
     if cfg.heldout_judge:
-        lineage["heldout_judge"] = cfg.heldout_judge  # with early stopping it also chose the checkpoint
+        lineage["heldout_judge"] = cfg.heldout_judge
+        if cfg.early_stop_patience:
+            lineage["checkpoint_chosen_by_judge"] = True  # the judge also picked which policy was saved
     if cfg.check_judge and cfg.check_prompts and not stop:
         from rlhf.evaluation import end_of_run_check
 

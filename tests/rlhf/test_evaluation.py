@@ -118,6 +118,20 @@ def test_judging_a_policy_with_its_own_reward_model_warns(studio_home: Path, tin
     assert any("also the judge" in w for w in lineage_warnings(contenders, {"type": "pairwise", "model": "ppo-a"}, registry))
 
 
+def test_a_judge_that_picked_the_checkpoint_is_named(studio_home: Path, tiny_lm_dir: Path) -> None:
+    registry = ModelRegistry()
+    judge = [{"type": "model", "model": "rm-judge"}]
+    rewards = [{"type": "model", "model": "rm-a"}]
+    registry.add(
+        tiny_lm_dir, name="ppo-es", lineage={"run": "ppo-2", "rewards": rewards, "heldout_judge": judge, "checkpoint_chosen_by_judge": True}
+    )
+    registry.add(tiny_lm_dir, name="ppo-watched", lineage={"run": "ppo-3", "rewards": rewards, "heldout_judge": judge})
+    contenders = [{"model": "smollm2-135m-instruct"}, {"model": "ppo-es"}, {"model": "ppo-watched"}]
+    found = lineage_warnings(contenders, {"type": "reward_model", "model": "rm-judge"}, registry)
+    assert len(found) == 1 and "ppo-es was saved at the step where reward model rm-judge scored it best" in found[0]
+    assert lineage_warnings(contenders, {"type": "reward_model", "model": "rm-other"}, registry) == []
+
+
 # -- the run ----------------------------------------------------------------------------------------
 def _prompts(tmp_path: Path, n: int = 6) -> Path:
     path = tmp_path / "prompts.jsonl"
