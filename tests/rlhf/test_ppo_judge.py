@@ -38,13 +38,7 @@ def likes_at_twice(prompt: str, reply: str) -> float:
     return 2 * pays_for_keyword(prompt, reply)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are too small to share between threads, and the CPU may be busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/rlhf/conftest.py
 
 
 @pytest.fixture

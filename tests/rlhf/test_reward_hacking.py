@@ -65,13 +65,7 @@ def make_ending_lm(source: Path, folder: Path, stop_rate: float = STOP_RATE) -> 
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are too small to share between threads, and the CPU may be busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/rlhf/conftest.py
 
 
 @pytest.fixture(scope="module")
