@@ -214,6 +214,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE prompts ADD COLUMN uncertainty_scored TIMESTAMPTZ",
         ),
     ),
+    Migration(
+        7,
+        "thumbs up/down on replies shown in the chat, the prompt lab and the arena",
+        (
+            "CREATE SEQUENCE feedback_id_seq START 1",
+            # One row per account and reply: reply_key is made by the server when it shows the
+            # reply (annotations.feedback). The reply, its prompt, model and settings are copied
+            # here because chat and arena replies live nowhere else. A second click updates
+            # verdict and updated in place; clearing deletes the row. The unique index is safe:
+            # DuckDB 2 updates non-indexed columns in place, and a row is never deleted and
+            # re-inserted in one transaction.
+            """CREATE TABLE feedback (
+                id BIGINT PRIMARY KEY DEFAULT nextval('feedback_id_seq'),
+                annotator_id BIGINT NOT NULL REFERENCES annotators(id),
+                reply_key VARCHAR NOT NULL,
+                surface VARCHAR NOT NULL CHECK (surface IN ('chat', 'lab', 'arena')),
+                prompt VARCHAR NOT NULL,  -- what the reply answered, as preference.parquet's prompt
+                reply VARCHAR NOT NULL,
+                model VARCHAR NOT NULL,
+                settings JSON NOT NULL,  -- sampling settings and what else shaped the reply
+                verdict SMALLINT NOT NULL CHECK (verdict IN (1, -1)),
+                created TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                updated TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )""",
+            "CREATE UNIQUE INDEX feedback_user_reply ON feedback(annotator_id, reply_key)",
+            "CREATE INDEX feedback_model ON feedback(model)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

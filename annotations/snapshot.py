@@ -12,7 +12,16 @@ A snapshot folder holds:
 - ``preference_conversational.parquet``: the same rows in TRL's conversational format
   (``prompt`` a list of messages, ``chosen`` / ``rejected`` one assistant message each);
 - ``manifest.json``: id, creation time, content hash, filter, pair strategy, aggregation,
-  counts, agreement figures and the SHA-256 of each file.
+  counts, agreement figures and the SHA-256 of each file;
+- with ``kto=True`` also ``kto.parquet``: unpaired verdicts for KTO, ``prompt`` (as in
+  preference.parquet) / ``completion`` / ``label`` (True = desirable) / ``source`` ('thumbs' or
+  'ranking'), plus ``annotator``, ``model``, ``surface``, ``reply_key``, ``prompt_id``,
+  ``reply_id``, ``n_annotators`` and ``agreement``. Rankings convert by the rule for the
+  snapshot's aggregation (:data:`annotations.feedback.KTO_RULES`); thumbs are every stored thumb,
+  optionally only of some models and surfaces (the ranking filter does not apply to them).
+  The manifest's ``kto`` section states the rule, the thumbs selection and the counts. A KTO
+  snapshot may hold thumbs only (then the preference files have no rows). Without ``kto`` a
+  snapshot is exactly what it was before KTO existed.
 
 The same rankings with the same settings give the same content hash, and the existing
 snapshot is returned instead of a copy. Files are made read-only once written.
@@ -33,12 +42,36 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotations.agreement import compute_agreement
+from annotations.feedback import KTO_RULES, kto_ranking_rows, kto_thumb_rows, thumb_selection
 from annotations.pairs import AGGREGATES, STRATEGIES, aggregate, judgements
 from annotations.store import Store, StoreError
 
 PLAIN = "preference.parquet"
 CONVERSATIONAL = "preference_conversational.parquet"
 MANIFEST = "manifest.json"
+KTO = "kto.parquet"
+KTO_SCHEMA = pa.schema(
+    [
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("label", pa.bool_()),
+        ("source", pa.string()),
+        ("annotator", pa.string()),
+        ("model", pa.string()),
+        ("surface", pa.string()),
+        ("reply_key", pa.string()),
+        ("prompt_id", pa.int64()),
+        ("reply_id", pa.int64()),
+        ("n_annotators", pa.int64()),
+        ("agreement", pa.float64()),
+    ]
+)
+THUMBS_RULE = (
+    "Every stored thumb matching the selection (None = all models / all surfaces), one row per account and reply with its "
+    "latest verdict: thumb up -> desirable, thumb down -> undesirable. The ranking filter (project, time, annotators) does "
+    "not apply to thumbs."
+)
+_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
 @dataclass(frozen=True)
@@ -89,8 +122,15 @@ def create_snapshot(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     annotators: list[str] | None = None,
+    kto: bool = False,
+    kto_models: list[str] | None = None,
+    kto_surfaces: list[str] | None = None,
 ) -> SnapshotInfo:
-    """Freeze the submitted rankings that match the filter; StoreError if none match."""
+    """Freeze the submitted rankings that match the filter; StoreError if none match.
+
+    ``kto`` adds ``kto.parquet`` (see the module docstring): the rankings converted, and the
+    thumbs of ``kto_models`` and ``kto_surfaces`` (None: all).
+    """
     if strategy not in STRATEGIES:
         raise StoreError(f"unknown pair strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if aggregate_by not in AGGREGATES:
@@ -117,13 +157,17 @@ def create_snapshot(
     rankings = [
         (pid, who, {int(k): v for k, v in json.loads(ranks).items()}) for pid, who, ranks in store.query(sql + " ORDER BY r.id", params)
     ]
-    if not rankings:
-        raise StoreError("no submitted rankings match this filter; nothing to snapshot")
+    selection = thumb_selection(kto_models, kto_surfaces) if kto else None
+    thumbs = kto_thumb_rows(store, **selection) if selection else []
+    if not rankings and not thumbs:
+        raise StoreError(
+            "no submitted rankings match this filter" + (" and no thumbs match the KTO selection" if kto else "") + "; nothing to snapshot"
+        )
 
     # Ties are always votes (an annotator who tied two replies disagrees with both orders);
     # include_ties only decides whether a tie becomes a margin-0 row.
     rows = aggregate(judgements(rankings, strategy, include_ties=True), aggregate_by, include_ties)
-    if not rows:
+    if not rows and not kto:
         raise StoreError("the matching rankings make no preference pairs (all ties or even splits); nothing to snapshot")
     prompt_ids = sorted({pid for pid, _, _ in rankings})
     prompts = {
@@ -133,7 +177,8 @@ def create_snapshot(
             [prompt_ids],  # noqa: F541
         )
     }
-    replies = dict(store.query("SELECT id, text FROM replies WHERE prompt_id IN (SELECT unnest(?::BIGINT[]))", [prompt_ids]))
+    reply_rows = store.query("SELECT id, text, model FROM replies WHERE prompt_id IN (SELECT unnest(?::BIGINT[]))", [prompt_ids])
+    replies = {rid: text for rid, text, _ in reply_rows}
 
     filt = {
         "project": project_row.name if project_row else None,
@@ -157,9 +202,21 @@ def create_snapshot(
         }
         for r in rows
     ]
-    content_hash = hashlib.sha256(
-        json.dumps({"settings": settings, "rows": records}, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
+    hashed: dict = {"settings": settings, "rows": records}
+    kto_records: list[dict] = []
+    if selection is not None:
+        from_rankings = kto_ranking_rows(
+            rankings, aggregate_by, {pid: p[0] for pid, p in prompts.items()}, {rid: (text, model) for rid, text, model in reply_rows}
+        )
+        kto_records = from_rankings + thumbs
+        if not kto_records:
+            raise StoreError(
+                "nothing converts to KTO data: no thumbs match the selection and no matching ranking has two rank levels; "
+                "leave KTO out, or widen the selection"
+            )
+        # The rule and the selection are part of the content: the same rows under another rule are another snapshot.
+        hashed["kto"] = {"rule": KTO_RULES[aggregate_by], "thumbs": selection, "rows": kto_records}
+    content_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     existing = store.query("SELECT id, folder FROM snapshots WHERE content_hash = ?", [content_hash])
     if existing and (Path(existing[0][1]) / MANIFEST).is_file():
         manifest = json.loads((Path(existing[0][1]) / MANIFEST).read_text())
@@ -175,6 +232,23 @@ def create_snapshot(
         "pairs": len(records),
         "tie_pairs": sum(1 for r in records if r["margin"] == 0),
     }
+    kto_section: dict | None = None
+    if selection is not None:
+        desirable = sum(1 for r in kto_records if r["label"])
+        kto_section = {
+            "file": KTO,
+            "aggregate": aggregate_by,
+            "rule": KTO_RULES[aggregate_by],
+            "thumbs": {"selection": selection, "rule": THUMBS_RULE},
+            "counts": {
+                "rows": len(kto_records),
+                "desirable": desirable,
+                "undesirable": len(kto_records) - desirable,
+                "from_thumbs": len(thumbs),
+                "from_rankings": len(kto_records) - len(thumbs),
+            },
+        }
+        counts["kto_desirable"], counts["kto_undesirable"] = desirable, len(kto_records) - desirable
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{snap_id}-{os.getpid()}"
@@ -185,12 +259,14 @@ def create_snapshot(
         columns = ["prompt", "chosen", "rejected"] + (["margin"] if margin else [])
         meta = ["prompt_id", "chosen_id", "rejected_id", "agreement", "n_annotators", "annotator"]
         plain = {c: [r[c] for r in records] for c in columns + meta}
-        pq.write_table(pa.table(plain), tmp / PLAIN)
+        pq.write_table(pa.table(plain) if records else _empty(plain, conversational=False), tmp / PLAIN)
         conv = dict(plain)
         conv["prompt"] = [prompts[r["prompt_id"]][1] or [{"role": "user", "content": r["prompt"]}] for r in records]
         conv["chosen"] = [[{"role": "assistant", "content": r["chosen"]}] for r in records]
         conv["rejected"] = [[{"role": "assistant", "content": r["rejected"]}] for r in records]
-        pq.write_table(pa.table(conv), tmp / CONVERSATIONAL)
+        pq.write_table(pa.table(conv) if records else _empty(conv, conversational=True), tmp / CONVERSATIONAL)
+        if kto_section is not None:
+            pq.write_table(pa.Table.from_pylist(kto_records, schema=KTO_SCHEMA), tmp / KTO)
         manifest = {
             "id": snap_id,
             "created": created.isoformat(timespec="seconds"),
@@ -202,6 +278,10 @@ def create_snapshot(
             "files": {PLAIN: _sha256(tmp / PLAIN), CONVERSATIONAL: _sha256(tmp / CONVERSATIONAL)},
             "formats": {PLAIN: "trl standard preference", CONVERSATIONAL: "trl conversational preference"},
         }
+        if kto_section is not None:
+            manifest["files"][KTO] = _sha256(tmp / KTO)
+            manifest["formats"][KTO] = "trl unpaired preference (KTO): prompt / completion / label"
+            manifest["kto"] = kto_section
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         _freeze(tmp)
         tmp.rename(folder)
@@ -215,6 +295,24 @@ def create_snapshot(
         _remove(folder)
         raise
     return SnapshotInfo(snap_id, folder.resolve(), content_hash, counts, manifest)
+
+
+def _empty(columns: dict[str, list], conversational: bool) -> pa.Table:
+    """A preference file with no rows (a KTO snapshot of thumbs only), its columns typed as usual."""
+    types = {"prompt_id": pa.int64(), "chosen_id": pa.int64(), "rejected_id": pa.int64(), "margin": pa.float64()}
+    types |= {"agreement": pa.float64(), "n_annotators": pa.int64(), "annotator": pa.string()}
+    text = _MESSAGES if conversational else pa.string()
+    return pa.schema([(c, types.get(c, text)) for c in columns]).empty_table()
+
+
+def load_kto(folder: Path):
+    """A KTO snapshot's ``kto.parquet`` as a ``datasets.Dataset`` (prompt / completion / label, ...)."""
+    from datasets import Dataset
+
+    manifest = verify_snapshot(folder)
+    if KTO not in manifest["files"]:
+        raise StoreError(f"snapshot {manifest['id']} holds no KTO data; make a snapshot with KTO data included")
+    return Dataset(pq.read_table(Path(folder) / KTO))
 
 
 def list_snapshots(store: Store) -> list[dict]:

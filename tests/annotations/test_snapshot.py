@@ -145,3 +145,24 @@ def test_imported_conversations_snapshot_as_messages(store: Store, tmp_path: Pat
     conv = load_snapshot(info.folder, conversational=True)[0]
     assert [m["role"] for m in conv["prompt"]] == ["user", "assistant", "user"]
     assert conv["chosen"][0]["content"] == "good" and conv["rejected"][0]["content"] == "bad"
+
+
+def test_without_kto_a_snapshot_is_as_before(store: Store, ranked: int, tmp_path: Path) -> None:
+    """The KTO option left out: the same files, manifest keys, counts and content-hash formula as before KTO existed."""
+    import hashlib
+
+    info = create_snapshot(store, tmp_path, project="ranked", margin=True)
+    assert sorted(p.name for p in info.folder.iterdir()) == sorted([PLAIN, CONVERSATIONAL, MANIFEST])
+    manifest = json.loads((info.folder / MANIFEST).read_text())
+    assert list(manifest) == [
+        "id", "created", "content_hash", "filter", "pair_strategy", "aggregate", "include_ties", "margin",
+        "counts", "agreement", "files", "formats",
+    ]  # fmt: skip
+    assert list(manifest["files"]) == [PLAIN, CONVERSATIONAL] and set(info.counts) == {
+        "rankings", "prompts", "annotators", "pairs", "tie_pairs",
+    }  # fmt: skip
+    rows = pq.read_table(info.folder / PLAIN).to_pylist()
+    keys = ["prompt", "chosen", "rejected", "prompt_id", "chosen_id", "rejected_id", "margin", "agreement", "n_annotators", "annotator"]
+    settings = {"pair_strategy": "all_pairs", "aggregate": "majority", "include_ties": False, "margin": True}
+    payload = {"settings": settings, "rows": [{k: r[k] for k in keys} for r in rows]}
+    assert info.content_hash == hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
