@@ -9,12 +9,21 @@ import pytest
 from rlhf.config import load_config
 from rlhf.dpo import DPORunConfig
 from rlhf.evaluation import EvalRunConfig
+from rlhf.online_rl import GRPORunConfig, RLOORunConfig
 from rlhf.ppo import PPORunConfig
 from rlhf.reward import RewardRunConfig
 from rlhf.sft import SFTRunConfig
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-KINDS = {"reward": RewardRunConfig, "ppo": PPORunConfig, "sft": SFTRunConfig, "dpo": DPORunConfig, "eval": EvalRunConfig}
+KINDS = {
+    "reward": RewardRunConfig,
+    "ppo": PPORunConfig,
+    "sft": SFTRunConfig,
+    "dpo": DPORunConfig,
+    "eval": EvalRunConfig,
+    "grpo": GRPORunConfig,
+    "rloo": RLOORunConfig,
+}
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
