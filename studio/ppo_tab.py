@@ -27,12 +27,13 @@ from rlhf.config import ConfigError, config_yaml
 from rlhf.modelfiles import ModelError
 from rlhf.ppo import PPORunConfig, warnings_for
 from rlhf.registry import DEFAULT_CHAT_MODEL
-from rlhf.rewards import DEFAULT_JUDGE_TEMPLATE
 from studio.config_form import build_form, confine_config, confine_paths, form_config, not_ready, prompts_file
 from studio.context import StudioContext
 from studio.permissions import TRAIN, allowed, current_user, data_path, require
 from studio.render import UserError
+from studio.reward_sources import build_pickers, judge_specs, reward_specs  # noqa: F401  (moved there; importable here)
 from studio.run_monitor import Chart, build_monitor
+from studio.training_screen import run_samples_and_warnings
 
 KIND = "ppo"
 CHARTS = (
@@ -73,52 +74,6 @@ PROJECT_PREFIX = "project:"
 
 def prompt_choices(ctx: StudioContext) -> list[tuple[str, str]]:
     return [(f"project {p.name} ({ctx.store.count_prompts(p.id)} prompts)", PROJECT_PREFIX + p.name) for p in ctx.store.projects()]
-
-
-def reward_specs(
-    reward_model: str | None,
-    reward_model_weight: float | None,
-    judge: str | None,
-    judge_weight: float | None,
-    judge_template: str | None,
-    function: str | None,
-    function_weight: float | None,
-    similarity: str | None,
-    similarity_weight: float | None,
-    reward_model_uncertainty: float | None = 0.0,
-) -> list[dict]:
-    """The ``rewards`` list from the form: every source that is chosen and has a non-zero weight.
-
-    ``reward_model_uncertainty`` (k > 0): the reward model, an ensemble, pays its heads' mean less
-    k standard deviations of their spread."""
-    specs: list[dict] = []
-    if reward_model and reward_model_weight:
-        spec = {"type": "model", "model": reward_model, "weight": float(reward_model_weight)}
-        if reward_model_uncertainty:
-            spec["uncertainty"] = float(reward_model_uncertainty)
-        specs.append(spec)
-    if judge and judge_weight:
-        spec = {"type": "judge", "model": judge, "weight": float(judge_weight)}
-        if judge_template and judge_template.strip() != DEFAULT_JUDGE_TEMPLATE:
-            spec["template"] = judge_template
-        specs.append(spec)
-    if function and function.strip() and function_weight:
-        specs.append({"type": "function", "function": function.strip(), "weight": float(function_weight)})
-    if similarity and similarity_weight:
-        specs.append({"type": "similarity", "model": similarity, "weight": float(similarity_weight)})
-    return specs
-
-
-def judge_specs(reward_model: str | None, judge: str | None, function: str | None) -> list[dict]:
-    """The ``heldout_judge`` list from the form: every source chosen, each with weight 1."""
-    specs: list[dict] = []
-    if reward_model:
-        specs.append({"type": "model", "model": reward_model, "weight": 1.0})
-    if judge:
-        specs.append({"type": "judge", "model": judge, "weight": 1.0})
-    if function and function.strip():
-        specs.append({"type": "function", "function": function.strip(), "weight": 1.0})
-    return specs
 
 
 def make_config(ctx: StudioContext, prompts: str | None, policy: str | None, rewards: list[dict], settings: dict) -> PPORunConfig:
@@ -176,23 +131,7 @@ def launch(ctx: StudioContext, prompts: str | None, policy: str | None, rewards:
 
 def samples_and_warnings(ctx: StudioContext, run_id: str | None) -> tuple[pd.DataFrame, str]:
     """The latest sample replies of a run and any reward-hacking warnings."""
-    empty = pd.DataFrame(columns=["step", "prompt", "reply", "reward", "ended"])
-    if not run_id:
-        return empty, ""
-    try:
-        run = ctx.launcher.get(run_id)
-    except ValueError:
-        return empty, ""
-    events = run.events()
-    rows = []
-    for event in reversed(events):
-        if event.get("samples"):
-            rows = [[event["step"], s["prompt"], s["reply"], round(s["reward"], 3), s["ended"]] for s in event["samples"]]
-            break
-    cfg = run.config()
-    found = warnings_for(events, cfg.get("target_kl"), cfg.get("max_new_tokens"))
-    text = "\n".join(f"- ⚠️ {w}" for w in found)
-    return (pd.DataFrame(rows, columns=empty.columns) if rows else empty), (f"**Warnings**\n\n{text}" if text else "")
+    return run_samples_and_warnings(ctx, run_id, warnings_for)
 
 
 def build(ctx: StudioContext) -> gr.Blocks:
@@ -214,53 +153,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     allow_custom_value=True,
                     elem_id="ppo-prompts",
                 )
-                with gr.Group():
-                    gr.Markdown("**Reward sources** (weighted sum; a weight of 0 leaves a source out)")
-                    with gr.Row():
-                        rm = gr.Dropdown(
-                            label="Reward model", choices=ctx.registry.names("reward-model"), value=None, elem_id="ppo-rm", scale=3
-                        )
-                        rm_w = gr.Number(label="weight", value=1.0, elem_id="ppo-rm-weight", scale=1)
-                        rm_unc = gr.Number(
-                            label="uncertainty penalty",
-                            info="ensembles: pay mean - k x the heads' spread",
-                            value=0.0,
-                            minimum=0,
-                            elem_id="ppo-rm-uncertainty",
-                            scale=1,
-                        )
-                    with gr.Row():
-                        judge = gr.Dropdown(
-                            label="AI judge (RLAIF)", choices=ctx.registry.names("causal-lm"), value=None, elem_id="ppo-judge", scale=3
-                        )
-                        judge_w = gr.Number(label="weight", value=1.0, elem_id="ppo-judge-weight", scale=1)
-                    judge_template = gr.Textbox(label="Judge prompt ({prompt}, {reply})", value=DEFAULT_JUDGE_TEMPLATE, lines=3)
-                    with gr.Row():
-                        fn = gr.Textbox(label="Python function", placeholder="package.module:function", elem_id="ppo-fn", scale=3)
-                        fn_w = gr.Number(label="weight", value=1.0, elem_id="ppo-fn-weight", scale=1)
-                    with gr.Row():
-                        sim = gr.Dropdown(
-                            label="Similarity to reference answers",
-                            choices=ctx.registry.names("encoder"),
-                            value=None,
-                            elem_id="ppo-sim",
-                            scale=3,
-                        )
-                        sim_w = gr.Number(label="weight", value=1.0, elem_id="ppo-sim-weight", scale=1)
-                with gr.Group():
-                    gr.Markdown(
-                        "**Held-out judge** (optional): a source the policy is *not* trained on, e.g. a reward model trained "
-                        "on other pairs. It scores the held-out replies at every evaluation (eval_judge), shows when the "
-                        "training reward is over-optimised, and lets early_stop_patience stop at its best."
-                    )
-                    with gr.Row():
-                        hj_rm = gr.Dropdown(
-                            label="Judge: reward model", choices=ctx.registry.names("reward-model"), value=None, elem_id="ppo-heldout-rm"
-                        )
-                        hj_judge = gr.Dropdown(
-                            label="Judge: AI judge", choices=ctx.registry.names("causal-lm"), value=None, elem_id="ppo-heldout-judge"
-                        )
-                    hj_fn = gr.Textbox(label="Judge: Python function", placeholder="package.module:function", elem_id="ppo-heldout-fn")
+                pickers = build_pickers(ctx, KIND, early_stop=True)
                 choices = {"method": ["lora", "top_layers"], "launcher": ["python", "accelerate"]}
                 all_fields = {f.name for f in dataclasses.fields(PPORunConfig)}
                 main = build_form(PPORunConfig, choices, skip=SPECIAL_FIELDS | (all_fields - set(MAIN_FIELDS)))
@@ -277,14 +170,12 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 samples = gr.DataFrame(label="Latest sample replies", interactive=False, wrap=True, elem_id="ppo-samples")
 
         fields = {**main, **more}
-        reward_inputs = [rm, rm_w, judge, judge_w, judge_template, fn, fn_w, sim, sim_w, rm_unc]
-        judge_inputs = [hj_rm, hj_judge, hj_fn]
-        inputs = {policy, prompts, *reward_inputs, *judge_inputs, *fields.values()}
+        inputs = {policy, prompts, *pickers.inputs, *fields.values()}
 
         def parts(values: dict) -> tuple:
-            rewards = reward_specs(*(values[c] for c in reward_inputs))
+            rewards, judge = pickers.specs(values)
             settings = {name: values[c] for name, c in fields.items()}
-            settings["heldout_judge"] = judge_specs(*(values[c] for c in judge_inputs))
+            settings["heldout_judge"] = judge
             return values[prompts], values[policy], rewards, settings
 
         def on_preview(values: dict, request: gr.Request):
@@ -304,15 +195,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
             # Checked on the server; annotators load the page too: nothing for them, and no error toast.
             if not allowed(current_user(ctx.store, request), TRAIN):
                 return tuple(gr.skip() for _ in range(10))
-            lm, rms = ctx.registry.names("causal-lm"), ctx.registry.names("reward-model")
             return (
-                gr.update(choices=lm),
+                gr.update(choices=ctx.registry.names("causal-lm")),
                 gr.update(choices=prompt_choices(ctx)),
-                gr.update(choices=rms),
-                gr.update(choices=lm),
-                gr.update(choices=ctx.registry.names("encoder")),
-                gr.update(choices=rms),
-                gr.update(choices=lm),
+                *pickers.refreshed(ctx),
                 gr.update(choices=[r.id for r in ctx.launcher.runs(KIND)]),
                 gr.Timer(active=True),
                 gr.skip(),
@@ -325,23 +211,15 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
             return on_focus
 
-        ordered = [policy, prompts, *reward_inputs, *judge_inputs, *fields.values()]
+        ordered = [policy, prompts, *pickers.inputs, *fields.values()]
         gr.on([c.change for c in ordered], on_preview, inputs, [yaml_box, command], api_name=False, show_progress="hidden")
         launch_btn.click(on_launch, inputs, monitor.run, api_name="launch_ppo_run")
         monitor.timer.tick(on_tick, monitor.run, [samples, warnings_md], api_name=False, show_progress="hidden")
-        for comp, kind in (
-            (policy, "causal-lm"),
-            (rm, "reward-model"),
-            (judge, "causal-lm"),
-            (sim, "encoder"),
-            (hj_rm, "reward-model"),
-            (hj_judge, "causal-lm"),
-        ):
-            comp.focus(refresher(kind), None, comp, api_name=False)
+        policy.focus(refresher("causal-lm"), None, policy, api_name=False)
+        pickers.wire_focus(ctx)
         prompts.focus(refresher(None, projects=True), None, prompts, api_name=False)
-        screen.load(
-            on_refresh, None, [policy, prompts, rm, judge, sim, hj_rm, hj_judge, monitor.run, monitor.timer, warnings_md], api_name=False
-        )
+        registered = [comp for comp, _ in pickers.registered]
+        screen.load(on_refresh, None, [policy, prompts, *registered, monitor.run, monitor.timer, warnings_md], api_name=False)
     return screen
 
 

@@ -1,7 +1,10 @@
 """A training screen built from a spec: data + model pickers, the typed config form, launch, monitor.
 
-Instruction tuning (SFT) and DPO share this shape; each is a :class:`Spec` in its own module
-(``studio/sft_tab.py``, ``studio/dpo_tab.py``). Data can be a store project (exported to a
+Instruction tuning (SFT), DPO, GRPO and RLOO share this shape; each is a :class:`Spec` in its
+own module (``studio/sft_tab.py``, ``studio/dpo_tab.py``, ``studio/online_tab.py``). A spec with
+``rewards_field`` also gets the reward-source and held-out judge pickers (``studio/reward_sources.py``,
+the same as PPO's), and one with ``warnings`` shows a run's reward-hacking warnings and latest
+sample replies under its charts. Data can be a store project (exported to a
 file under the runs folder at launch, because runs never open the database), a snapshot, or a
 path typed by hand, which must lie inside the data folders. Every handler checks the caller may
 train (on the server), and the config is checked completely before a run folder is made.
@@ -17,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from annotations.store import StoreError
 from rlhf.config import ConfigError, config_yaml
@@ -26,12 +30,13 @@ from studio.config_form import PROJECT_PREFIX, build_form, confine_config, confi
 from studio.context import StudioContext
 from studio.permissions import TRAIN, allowed, current_user, data_path, require
 from studio.render import UserError
+from studio.reward_sources import build_pickers, source_models
 from studio.run_monitor import Chart, build_monitor
 
 
 @dataclass(frozen=True)
 class Spec:
-    kind: str  # run kind: sft, dpo
+    kind: str  # run kind: sft, dpo, grpo, rloo
     cfg_cls: type
     intro: str
     data_field: str
@@ -46,6 +51,36 @@ class Spec:
     charts: tuple[Chart, ...]
     metrics: tuple[str, ...]
     launch_label: str
+    rewards_field: str | None = None  # the config's list of reward sources: the screen shows the reward-source pickers
+    judge_field: str | None = None  # the config's held-out judge list (with rewards_field), picked like the rewards
+    # (events, config) -> warnings about a run, shown with its latest sample replies (rlhf.ppo.warnings_for's shape)
+    warnings: Callable[[list[dict], dict], list[str]] | None = None
+
+
+SAMPLE_COLUMNS = ["step", "prompt", "reply", "reward", "ended"]
+
+
+def run_samples_and_warnings(ctx: StudioContext, run_id: str | None, warnings: Callable) -> tuple[pd.DataFrame, str]:
+    """The latest sample replies of a run (an event's ``samples``) and its warnings as Markdown.
+
+    ``warnings(events, target_kl, max_new_tokens)``, as :func:`rlhf.ppo.warnings_for`."""
+    empty = pd.DataFrame(columns=SAMPLE_COLUMNS)
+    if not run_id:
+        return empty, ""
+    try:
+        run = ctx.launcher.get(run_id)
+    except ValueError:
+        return empty, ""
+    events = run.events()
+    rows = []
+    for event in reversed(events):
+        if event.get("samples"):
+            rows = [[event["step"], s["prompt"], s["reply"], round(s["reward"], 3), s["ended"]] for s in event["samples"]]
+            break
+    cfg = run.config()
+    found = warnings(events, cfg.get("target_kl"), cfg.get("max_new_tokens"))
+    text = "\n".join(f"- ⚠️ {w}" for w in found)
+    return (pd.DataFrame(rows, columns=SAMPLE_COLUMNS) if rows else empty), (f"**Warnings**\n\n{text}" if text else "")
 
 
 def project_choices(ctx: StudioContext, what: str) -> list[tuple[str, str]]:
@@ -63,6 +98,17 @@ def make_config(ctx: StudioContext, spec: Spec, data: str | None, model: str | N
         raise ValueError(str(exc)) from exc
     if entry.kind != "causal-lm":
         raise ValueError(f"{model} is a {entry.kind} model; choose a causal LM")
+    if spec.rewards_field:
+        if not settings.get(spec.rewards_field):
+            raise ValueError(
+                "Choose at least one reward source (a reward model, a judge, a function or similarity) with a non-zero weight."
+            )
+        named = source_models(settings[spec.rewards_field]) + source_models(settings.get(spec.judge_field or "") or [])
+        for name in named:
+            try:
+                ctx.registry.get(name)
+            except ModelError as exc:
+                raise ValueError(str(exc)) from exc
     settings = confine_paths(settings, ctx.data_roots)
     if not data.startswith(PROJECT_PREFIX):
         typed, data = data, str(data_path(ctx.data_roots, data))
@@ -129,8 +175,9 @@ def build_screen(ctx: StudioContext, spec: Spec) -> gr.Blocks:
                     allow_custom_value=True,
                     elem_id=f"{spec.kind}-model",
                 )
+                pickers = build_pickers(ctx, spec.kind) if spec.rewards_field else None
                 all_fields = {f.name for f in dataclasses.fields(spec.cfg_cls)}
-                skip = {spec.data_field, spec.model_field}
+                skip = {spec.data_field, spec.model_field} | {f for f in (spec.rewards_field, spec.judge_field) if f}
                 main = build_form(spec.cfg_cls, spec.choices, skip=skip | (all_fields - set(spec.main_fields)))
                 with gr.Accordion("More settings", open=False):
                     more = build_form(spec.cfg_cls, spec.choices, skip=skip | set(spec.main_fields))
@@ -141,12 +188,22 @@ def build_screen(ctx: StudioContext, spec: Spec) -> gr.Blocks:
             with gr.Column(scale=3):
                 gr.Markdown("### Runs")
                 monitor = build_monitor(ctx, spec.kind, spec.charts, spec.metrics)
+                if spec.warnings is not None:
+                    warnings_md = gr.Markdown(elem_id=f"{spec.kind}-warnings")
+                    samples = gr.DataFrame(label="Latest sample replies", interactive=False, wrap=True, elem_id=f"{spec.kind}-samples")
 
         fields = {**main, **more}
-        inputs = {data, model, *fields.values()}
+        picked = pickers.inputs if pickers else []
+        inputs = {data, model, *picked, *fields.values()}
 
         def parts(values: dict) -> tuple:
-            return values[data], values[model], {name: values[c] for name, c in fields.items()}
+            settings = {name: values[c] for name, c in fields.items()}
+            if pickers is not None and spec.rewards_field:
+                rewards, judge = pickers.specs(values)
+                settings[spec.rewards_field] = rewards
+                if spec.judge_field:
+                    settings[spec.judge_field] = judge
+            return values[data], values[model], settings
 
         def on_preview(values: dict, request: gr.Request):
             require(ctx.store, request, TRAIN)
@@ -160,10 +217,11 @@ def build_screen(ctx: StudioContext, spec: Spec) -> gr.Blocks:
         def on_refresh(request: gr.Request):
             # Checked on the server; annotators load the page too: nothing for them, and no error toast.
             if not allowed(current_user(ctx.store, request), TRAIN):
-                return tuple(gr.skip() for _ in range(4))
+                return tuple(gr.skip() for _ in loaded)
             return (
                 gr.update(choices=spec.data_choices(ctx)),
                 gr.update(choices=ctx.registry.names("causal-lm")),
+                *(pickers.refreshed(ctx) if pickers else []),
                 gr.update(choices=[r.id for r in ctx.launcher.runs(spec.kind)]),
                 gr.Timer(active=True),
             )
@@ -176,10 +234,22 @@ def build_screen(ctx: StudioContext, spec: Spec) -> gr.Blocks:
             require(ctx.store, request, TRAIN)
             return gr.update(choices=ctx.registry.names("causal-lm"))
 
-        ordered = [data, model, *fields.values()]
+        ordered = [data, model, *picked, *fields.values()]
         gr.on([c.change for c in ordered], on_preview, inputs, [yaml_box, command], api_name=False, show_progress="hidden")
         launch_btn.click(on_launch, inputs, monitor.run, api_name=f"launch_{spec.kind}_run")
         data.focus(on_data_focus, None, data, api_name=False)
         model.focus(on_model_focus, None, model, api_name=False)
-        screen.load(on_refresh, None, [data, model, monitor.run, monitor.timer], api_name=False)
+        if pickers is not None:
+            pickers.wire_focus(ctx)
+        if spec.warnings is not None:
+            check = spec.warnings
+
+            def on_tick(run_id, request: gr.Request):
+                require(ctx.store, request, TRAIN)
+                return run_samples_and_warnings(ctx, run_id, check)
+
+            monitor.timer.tick(on_tick, monitor.run, [samples, warnings_md], api_name=False, show_progress="hidden")
+        registered = [comp for comp, _ in pickers.registered] if pickers else []
+        loaded = [data, model, *registered, monitor.run, monitor.timer]
+        screen.load(on_refresh, None, loaded, api_name=False)
     return screen
