@@ -177,7 +177,8 @@ def held_out_metrics(trainer, beta: float) -> dict:
             with unwrapped.disable_adapter():
                 reference = _reply_logps(model, ids, attention, target)
             ratios.append(trainer.accelerator.gather_for_metrics(policy - reference).cpu())
-            labels.append(trainer.accelerator.gather_for_metrics(batch["label"].to(device).bool()).cpu())
+            # as integers: not every collective backend gathers bools
+            labels.append(trainer.accelerator.gather_for_metrics(batch["label"].to(device).long()).cpu().bool())
     model.train(was_training)
     if not ratios:
         return {}

@@ -114,6 +114,21 @@ def _source_file(source: Path) -> Path:
     return source
 
 
+def snapshot_kto_counts(folder: Path) -> tuple[int, int] | None:
+    """(desirable, undesirable) of a snapshot folder's KTO data, reading only its label column; None without KTO data."""
+    path = Path(folder) / KTO_FILE
+    if not path.is_file():
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        labels = pq.read_table(path, columns=["label"]).column("label").to_pylist()
+    except Exception:  # unreadable: the run's own check will say why
+        return None
+    desirable = sum(bool(x) for x in labels)
+    return desirable, len(labels) - desirable
+
+
 def one_kind_message(name: str, desirable: int, undesirable: int) -> str | None:
     """Why data with a single kind of example cannot train KTO, and what to do; None when both are there."""
     if desirable and undesirable:

@@ -216,3 +216,43 @@ def test_train_kto_from_the_command_line(tmp_path: Path, studio_home: Path, tiny
     assert main(["train", "kto", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "KTO option in the admin console" in capsys.readouterr().err
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_kto_screen_offers_kto_snapshots_first(tmp_path: Path, studio_home: Path, tiny_lm_dir: Path) -> None:
+    """Real snapshots of a ranked project, one with the KTO option: read as KTO data, offered first."""
+    from annotations.accounts import add_annotator
+    from annotations.queue import next_prompt, submit_ranking
+    from annotations.snapshot import create_snapshot
+    from annotations.store import PromptRecord, ReplyRecord
+    from studio import kto_tab
+    from studio.context import StudioContext
+    from studio.training_screen import preview
+
+    ctx = StudioContext.open(tmp_path / "s.duckdb", device="cpu")
+    try:
+        ctx.registry.add(tiny_lm_dir, name="tiny")
+        ana = add_annotator(ctx.store, "ana", "ana-password")
+        pid = ctx.store.create_project("qa", k=3, min_submitted=1)
+        for i, prompt_id in enumerate(ctx.store.add_prompts(pid, [PromptRecord(f"Where is sea {i}?") for i in range(3)])):
+            ctx.store.add_replies(prompt_id, [ReplyRecord(GOOD), ReplyRecord(f"so-so {i}"), ReplyRecord(f"{BAD} {i}")])
+        while (item := next_prompt(ctx.store, pid, ana)) is not None:
+            order = {r.id: 1 if r.text == GOOD else 3 if r.text.startswith(BAD) else 2 for r in item.replies}
+            submit_ranking(ctx.store, ana, item.prompt.id, order)
+        plain = create_snapshot(ctx.store, ctx.snapshot_root, project="qa")
+        kto = create_snapshot(ctx.store, ctx.snapshot_root, project="qa", kto=True)
+        # the top reply desirable, the bottom one undesirable, the middle one left out
+        examples = read_kto_examples(kto.folder)
+        assert sorted((e.completion.split()[0], e.label) for e in examples) == [("The", True)] * 3 + [("def", False)] * 3
+        assert {e.source for e in examples} == {"ranking"}
+        choices = kto_tab.data_choices(ctx)
+        assert [v for _, v in choices] == [str(kto.folder), str(plain.folder / "preference.parquet")]
+        assert choices[0][0].endswith("KTO: 3 desirable, 3 undesirable") and "converted" in choices[1][0]
+        with pytest.raises(KTODataError, match="KTO option in the admin console"):
+            read_kto_examples(plain.folder)
+        yaml_text, command = preview(ctx, kto_tab.SPEC, choices[0][1], "tiny", {"beta": 0.2, "balance_weights": False})
+        assert "rlhf-studio train kto --config run.yaml" in command and "beta: 0.2" in yaml_text and "balance_weights: false" in yaml_text
+        yaml_text, _ = preview(ctx, kto_tab.SPEC, choices[0][1], "tiny", {"batch_size": 1})
+        assert yaml_text.startswith("# not ready") and "batch_size must be at least 2" in yaml_text
+        kto_tab.build(ctx)  # the form builds from the config's fields
+    finally:
+        ctx.close()

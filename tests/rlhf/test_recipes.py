@@ -9,6 +9,7 @@ import pytest
 from rlhf.config import load_config
 from rlhf.dpo import DPORunConfig
 from rlhf.evaluation import EvalRunConfig
+from rlhf.kto import KTORunConfig
 from rlhf.online_rl import GRPORunConfig, RLOORunConfig
 from rlhf.ppo import PPORunConfig
 from rlhf.reward import RewardRunConfig
@@ -23,6 +24,7 @@ KINDS = {
     "eval": EvalRunConfig,
     "grpo": GRPORunConfig,
     "rloo": RLOORunConfig,
+    "kto": KTORunConfig,
 }
 
 
