@@ -189,7 +189,8 @@ def test_kto_moves_the_model_toward_the_desirable_replies(tmp_path: Path, studio
         with torch.no_grad():
             gaps[ex.label].append(reply_logp(tuned) - reply_logp(base))
     gap = sum(gaps[True]) / len(gaps[True]) - sum(gaps[False]) / len(gaps[False])
-    assert abs(gap - metrics["eval_logratio_gap"]) < 1e-3 * max(1.0, abs(gap)), (gap, metrics["eval_logratio_gap"])
+    tolerance = 0.05 if torch.cuda.is_available() else 1e-3  # on CUDA the run's figures come from bf16 autocast
+    assert abs(gap - metrics["eval_logratio_gap"]) < tolerance * max(1.0, abs(gap)), (gap, metrics["eval_logratio_gap"])
 
 
 def test_train_kto_from_the_command_line(tmp_path: Path, studio_home: Path, tiny_lm_dir: Path, capsys, one_thread) -> None:
