@@ -1,5 +1,10 @@
 """The admin console: projects, imports, candidate replies, annotators, dashboard, snapshots.
 
+The Snapshots tab can add KTO data to a snapshot (``kto.parquet``: the thumbs up/down given in
+the chat, the prompt lab and the arena, optionally of some models and surfaces only, plus the
+rankings converted; see :mod:`annotations.snapshot`), and shows how many thumbs each model got
+on each surface (counts only: no admin screen lists who gave which thumb).
+
 A project's settings include its queue order: 'uncertain first' (active learning) serves the
 prompts a chosen reward model is least sure of first; "Score open prompts" computes those
 figures in a background job (``studio.active_learning``).
@@ -18,6 +23,7 @@ import pandas as pd
 
 from annotations import accounts
 from annotations.agreement import project_agreement
+from annotations.feedback import SURFACES, feedback_counts
 from annotations.importers import ImportFailed, import_file
 from annotations.membership import members, set_members
 from annotations.queue import QUEUE_ORDERS, QueueSettings, queue_settings, set_queue_order
@@ -337,17 +343,47 @@ def snapshots_frame(ctx: StudioContext) -> pd.DataFrame:
             s["filter"].get("project") or ("arena votes" if s["pair_strategy"] == "arena" else "all"),
             s["pair_strategy"],
             s["counts"]["pairs"],
+            s["counts"].get("kto_desirable", 0) + s["counts"].get("kto_undesirable", 0),
             s["folder"],
         )
         for s in list_snapshots(ctx.store)
     ]
-    return pd.DataFrame(rows, columns=["id", "created", "project", "strategy", "pairs", "folder"])
+    return pd.DataFrame(rows, columns=["id", "created", "project", "strategy", "pairs", "KTO rows", "folder"])
+
+
+def _thumbs_frame(ctx: StudioContext) -> pd.DataFrame:
+    rows = [(c.model, c.surface, c.up, c.down) for c in feedback_counts(ctx.store)]
+    return pd.DataFrame(rows, columns=["model", "surface", "thumbs up", "thumbs down"])
+
+
+def thumbs_counts(ctx: StudioContext, request: gr.Request | None) -> pd.DataFrame:
+    """Thumbs up and down per model and surface (admins: counts only, never who gave which)."""
+    require(ctx.store, request, READ_RESULTS)
+    return _thumbs_frame(ctx)
+
+
+def _thumbed_models(ctx: StudioContext) -> list[str]:
+    return sorted({c.model for c in feedback_counts(ctx.store)})
 
 
 def make_snapshot(
-    ctx: StudioContext, project: str | None, strategy: str, aggregate: str, include_ties: bool, margin: bool, request: gr.Request | None
+    ctx: StudioContext,
+    project: str | None,
+    strategy: str,
+    aggregate: str,
+    include_ties: bool,
+    margin: bool,
+    request: gr.Request | None,
+    kto: bool = False,
+    kto_models: list[str] | None = None,
+    kto_surfaces: list[str] | None = None,
 ) -> dict:
+    """Freeze a snapshot (admins); with ``kto`` it also holds KTO data, thumbs of ``kto_models`` / ``kto_surfaces`` only if given."""
     require(ctx.store, request, WRITE_CONTENT)
+    if kto_models is not None and not isinstance(kto_models, list | tuple):
+        raise UserError("The model filter is a list of model names.")
+    if kto_surfaces is not None and not isinstance(kto_surfaces, list | tuple):
+        raise UserError(f"The surfaces are a list of: {', '.join(SURFACES)}.")
     try:
         info = create_snapshot(
             ctx.store,
@@ -357,6 +393,9 @@ def make_snapshot(
             aggregate_by=aggregate,
             include_ties=bool(include_ties),
             margin=bool(margin),
+            kto=bool(kto),
+            kto_models=[str(m) for m in kto_models or []] or None,
+            kto_surfaces=[str(m) for m in kto_surfaces or []] or None,
         )
     except StoreError as exc:
         raise _fail(exc) from exc
@@ -490,9 +529,22 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 with gr.Row():
                     snap_ties = gr.Checkbox(label="Keep ties (margin 0)")
                     snap_margin = gr.Checkbox(label="Margin column")
+                with gr.Row():
+                    snap_kto = gr.Checkbox(label="Include KTO data (thumbs, and rankings: best = desirable, worst = undesirable)")
+                    snap_kto_models = gr.Dropdown(
+                        choices=[],
+                        multiselect=True,
+                        allow_custom_value=True,
+                        label="Thumbs of these models only (empty = all)",
+                        elem_id="snap-kto-models",
+                    )
+                    snap_kto_surfaces = gr.CheckboxGroup(list(SURFACES), label="Thumbs from (none = all)", elem_id="snap-kto-surfaces")
                 snap_btn = gr.Button("Freeze a snapshot", variant="primary", elem_id="snap-create")
                 manifest = gr.JSON(label="Manifest", elem_id="snap-manifest")
                 snap_table = gr.Dataframe(label="Snapshots", interactive=False)
+                with gr.Row():
+                    thumbs_table = gr.Dataframe(label="Thumbs per model and surface", interactive=False, elem_id="snap-thumbs")
+                    thumbs_refresh = gr.Button("Refresh", elem_id="snap-thumbs-refresh", scale=0)
 
         # -- wiring ---------------------------------------------------------------------------------
         project_pickers = [dash_project, import_project, gen_project, snap_project, members_project, al_project]
@@ -510,13 +562,25 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 gr.update(choices=ctx.registry.names("causal-lm")),
                 failed_logins_frame(ctx),
                 gr.update(choices=active_learning.reward_models(ctx.registry)),
+                _thumbs_frame(ctx),
+                gr.update(choices=_thumbed_models(ctx)),
             ]
 
         def refresh_lists(dash, imp, gen, snap, memb, al, request: gr.Request):
             require(ctx.store, request, READ_RESULTS)
             return lists_for([dash, imp, gen, snap, memb, al])
 
-        lists = [*project_pickers, project_table, people_table, snap_table, gen_models, failed_logins, al_model]
+        lists = [
+            *project_pickers,
+            project_table,
+            people_table,
+            snap_table,
+            gen_models,
+            failed_logins,
+            al_model,
+            thumbs_table,
+            snap_kto_models,
+        ]
 
         def on_create(name, k, mn, guide, request: gr.Request):
             return create_project(ctx, name, k, mn, guide, request)
@@ -614,15 +678,23 @@ def build(ctx: StudioContext) -> gr.Blocks:
             refresh_lists, project_pickers, lists, api_name=False
         )
 
-        def on_snapshot(project, strategy, aggregate, ties, margin, request: gr.Request):
-            return make_snapshot(ctx, project, strategy, aggregate, ties, margin, request), snapshots_frame(ctx)
+        def on_snapshot(project, strategy, aggregate, ties, margin, kto, models, surfaces, request: gr.Request):
+            info = make_snapshot(
+                ctx, project, strategy, aggregate, ties, margin, request, kto=kto, kto_models=models, kto_surfaces=surfaces
+            )
+            return info, snapshots_frame(ctx)
 
         snap_btn.click(
             on_snapshot,
-            [snap_project, snap_strategy, snap_aggregate, snap_ties, snap_margin],
+            [snap_project, snap_strategy, snap_aggregate, snap_ties, snap_margin, snap_kto, snap_kto_models, snap_kto_surfaces],
             [manifest, snap_table],
             api_name="create_snapshot",
         )
+
+        def on_thumbs(request: gr.Request):
+            return thumbs_counts(ctx, request), gr.update(choices=_thumbed_models(ctx))
+
+        thumbs_refresh.click(on_thumbs, None, [thumbs_table, snap_kto_models], api_name="thumbs_counts")
 
         def on_load(request: gr.Request):
             user = current_user(ctx.store, request)

@@ -9,6 +9,11 @@ stored; a failure is reported without naming the model. The vote is stored once 
 (the battle's key makes a double click or a retried request harmless), with both full
 conversations, the sampling settings and each model's lineage.
 
+Thumbs up/down on each side's latest reply, once both have answered (before or after the vote):
+the handler names the side only; the reply, its conversation, the model and the settings come
+from the battle in the server-side session state, and the answer never names the model, so a
+thumb cannot unblind the battle (:func:`thumb`).
+
 Admins choose the contenders (registered models, or a model with a saved prompt-lab template:
 an L1 variant), the prompt set and how pairs are sampled, in "Arena settings" on this screen.
 Run alone: ``python -m studio.arena``.
@@ -25,19 +30,21 @@ import gradio as gr
 
 from annotations.arena import ArenaSettings, Contender, battle_outcomes, load_settings, pair_counts, record_vote, save_settings
 from annotations.export import labelled_records
+from annotations.feedback import ShownReply, prompt_text, record_feedback
 from annotations.store import StoreError
 from annotations.templates import load_template, template_names
 from rlhf.generation import SamplingParams
 from rlhf.prompting import PromptTemplate, pick_demonstrations, render
 from rlhf.ratings import bootstrap_ratings, pair_weights, sample_pair
 from studio.context import StudioContext
-from studio.permissions import ARENA, WRITE_CONTENT, allowed, current_user, require
+from studio.permissions import ARENA, FEEDBACK, WRITE_CONTENT, allowed, current_user, require
 from studio.render import UserError, conversation_html, plain_text
 
 VOTE_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
 PROJECT_PREFIX = "project:"
 PAIR_SAMPLING = {"Least certain pairs more often": "uncertain", "Uniform": "uniform"}
 EMPTY_BATTLE: dict = {}
+THUMBS = {"up": 1, "down": -1}
 
 
 def _settings(ctx: StudioContext) -> ArenaSettings:
@@ -217,6 +224,45 @@ def reveal(battle: dict) -> str:
     )
 
 
+def shown_reply(battle: dict, side: str) -> ShownReply:
+    """Side ``side``'s latest reply as the server showed it, from the battle's server-side state."""
+    if side not in ("a", "b"):
+        raise UserError("Choose side A or B.")
+    if not battle or not battle.get("replied"):
+        raise UserError("Wait until both models have answered, then give a thumb.")
+    conv = battle[f"{side}_conv"]
+    if not conv or conv[-1]["role"] != "assistant" or not conv[-1]["content"].strip():
+        raise UserError(f"Model {side.upper()} has no reply to rate.")
+    contender = battle[f"{side}_contender"]
+    turn = sum(1 for m in conv if m["role"] == "user")
+    settings = {**battle["sampling"], **({"template": contender.template} if contender.template else {})}
+    return ShownReply(
+        key=f"arena-{battle['key']}-{side}-{turn}",
+        surface="arena",
+        prompt=prompt_text(conv[:-1]),  # the conversation as this side's user saw it
+        reply=conv[-1]["content"],
+        model=contender.model,
+        settings={**settings, "contender": contender.label},
+    )
+
+
+def thumb(ctx: StudioContext, battle: dict, side: str, direction: str, request: gr.Request | None) -> str:
+    """Store the caller's thumb on one side's latest reply; the answer names the side, never the model."""
+    user = require(ctx.store, request, FEEDBACK)
+    if direction not in THUMBS:
+        raise UserError("A thumb is up or down.")
+    shown = shown_reply(battle, side)
+    try:
+        outcome = record_feedback(ctx.store, user.name, shown, THUMBS[direction])
+    except StoreError as exc:
+        # Store messages name fields, never values, so they cannot carry the model's name.
+        raise UserError(str(exc)) from exc
+    what = f"thumb {direction} for model {side.upper()}'s reply"
+    return {"stored": f"Your {what} is stored.", "changed": f"Changed to a {what}.", "unchanged": f"Your {what} was already stored."}[
+        outcome
+    ]
+
+
 # -- admin settings ------------------------------------------------------------------------------
 def contender_options(ctx: StudioContext) -> list[str]:
     models = ctx.registry.names("causal-lm")
@@ -301,9 +347,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
             with gr.Column():
                 gr.Markdown("### Model A")
                 pane_a = gr.HTML(elem_id="arena-a", elem_classes=["reply-card"])
+                with gr.Row():
+                    thumbs_a = [gr.Button(icon, size="sm", elem_id=f"arena-a-{d}") for d, icon in (("up", "👍"), ("down", "👎"))]
             with gr.Column():
                 gr.Markdown("### Model B")
                 pane_b = gr.HTML(elem_id="arena-b", elem_classes=["reply-card"])
+                with gr.Row():
+                    thumbs_b = [gr.Button(icon, size="sm", elem_id=f"arena-b-{d}") for d, icon in (("up", "👍"), ("down", "👎"))]
+        thumb_note = gr.Markdown(elem_id="arena-thumb-note")
         with gr.Row():
             follow = gr.Textbox(label="Follow-up (sent to both)", interactive=False, elem_id="arena-follow", scale=5)
             follow_btn = gr.Button("Send", interactive=False, elem_id="arena-send", scale=1)
@@ -366,9 +417,15 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
             return on_vote
 
+        def thumber(side: str, direction: str):
+            def on_thumb(state: dict, request: gr.Request):
+                return thumb(ctx, state, side, direction, request)
+
+            return on_thumb
+
         def on_new(request: gr.Request):
             require(ctx.store, request, ARENA)
-            return (EMPTY_BATTLE, "", "", "", "", *_controls({}, _settings(ctx)))
+            return (EMPTY_BATTLE, "", "", "", "", "", *_controls({}, _settings(ctx)))
 
         def on_save(picked, tmodel, proj, typed, samp, temp, toks, turns, request: gr.Request):
             return save_arena_settings(ctx, request, picked, tmodel, proj, typed, samp, temp, toks, turns)
@@ -404,9 +461,16 @@ def build(ctx: StudioContext) -> gr.Blocks:
         followed = follow_btn.click(on_follow, [battle, follow], outputs, api_name="arena_follow_up", concurrency_limit=2)
         for key, btn in zip(VOTE_LABELS, vote_btns, strict=True):
             btn.click(voter(key), battle, [battle, result, *controls], api_name=f"arena_vote_{key}", concurrency_limit=1)
+        for side, buttons in (("a", thumbs_a), ("b", thumbs_b)):
+            for direction, btn in zip(THUMBS, buttons, strict=True):
+                btn.click(thumber(side, direction), battle, thumb_note, api_name=f"arena_thumb_{side}_{direction}", concurrency_limit=1)
         # A new round stops replies still streaming, so the old battle cannot write over the new one.
         new_btn.click(
-            on_new, None, [battle, pane_a, pane_b, prompt, result, *controls], api_name="arena_new_round", cancels=[started, followed]
+            on_new,
+            None,
+            [battle, pane_a, pane_b, prompt, result, thumb_note, *controls],
+            api_name="arena_new_round",
+            cancels=[started, followed],
         )
         save_btn.click(
             on_save,

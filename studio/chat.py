@@ -2,14 +2,22 @@
 
 Run alone: ``python -m studio.chat [--db studio.duckdb]``. The handlers below are plain
 functions (tested without a browser); ``build`` wires them to the screen.
+
+Thumbs up/down: each assistant reply in the server-side history carries, under ``SHOWN``, a key
+the server made when it started the reply, the model that wrote it and the settings it used.
+The Chatbot's ``.like`` event names a message by its index only; :func:`rate_reply` looks that
+message up in the session's history (a gr.State, kept on the server) and stores the verdict
+with the reply as the server showed it. Nothing of the reply comes from the browser.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import gradio as gr
 
+from annotations.feedback import ShownReply, clear_feedback, my_verdicts, new_key, prompt_text, record_feedback
 from annotations.importers import prompt_from_messages
 from annotations.limits import Limits
 from annotations.store import ReplyRecord, StoreError
@@ -17,7 +25,7 @@ from rlhf.generation import SamplingParams, text_content
 from rlhf.modelfiles import ModelError
 from rlhf.registry import DEFAULT_CHAT_MODEL
 from studio.context import StudioContext
-from studio.permissions import CHAT, WRITE_CONTENT, allowed, require
+from studio.permissions import CHAT, FEEDBACK, WRITE_CONTENT, allowed, require
 from studio.render import UserError, markdown_html, warn
 
 History = list[dict]
@@ -28,6 +36,9 @@ DEFAULT_SYSTEM = ""
 DEFAULT_TEMPERATURE = 0.0
 # The slider's top; the server refuses more, whatever a hand-made request asks for.
 MAX_NEW_TOKENS = 1024
+# Where an assistant reply of the server-side history keeps what a thumb stores with it.
+SHOWN = "shown"
+THUMB_NOTES = {"stored": "Thanks: your {} is stored.", "changed": "Changed to {}.", "unchanged": "Your {} was already stored."}
 
 
 def add_user_message(message: str, history: History | None) -> tuple[str, History]:
@@ -76,7 +87,10 @@ def stream_reply(
     except ModelError as exc:
         raise UserError(str(exc)) from exc
     conversation = [{"role": m["role"], "content": m["content"]} for m in history]
-    reply = {"role": "assistant", "content": ""}
+    name = model or DEFAULT_CHAT_MODEL
+    settings = {**asdict(params), "system": system.strip()}
+    # Made before the first token, so a reply stopped half-way can still get a thumb.
+    reply = {"role": "assistant", "content": "", SHOWN: {"key": new_key("chat"), "model": name, "settings": settings}}
     shown = [*history, reply]
     info: dict = {}
     for text in engine.stream(conversation, params, system=system.strip() or None, info=info):
@@ -100,6 +114,61 @@ def chat_display(history: History | None) -> History:
     the raw history, the text the model reads, lives in a gr.State on the server.
     """
     return [{"role": m["role"], "content": markdown_html(text_content(m["content"]))} for m in history or []]
+
+
+def rate_reply(ctx: StudioContext, history: History | None, index: object, liked: object, request: gr.Request | None) -> str:
+    """Store (or change, or clear) the caller's thumb on the reply at ``index`` of the server-side history.
+
+    ``liked`` is what the Chatbot's like event sends: True (thumb up), False (thumb down) or ""
+    (the thumb taken back). The reply, its prompt, model and settings come from ``history``.
+    """
+    user = require(ctx.store, request, FEEDBACK)
+    if liked is True:
+        verdict = 1
+    elif liked is False:
+        verdict = -1
+    elif liked in ("", None):
+        verdict = 0
+    else:
+        raise UserError("A thumb is up or down.")
+    shown = shown_reply(history, index)
+    try:
+        if verdict == 0:
+            return "Your thumb is removed." if clear_feedback(ctx.store, user.name, shown.key) else "There was no thumb to remove."
+        outcome = record_feedback(ctx.store, user.name, shown, verdict)
+    except StoreError as exc:
+        raise UserError(str(exc)) from exc
+    return THUMB_NOTES[outcome].format("thumb up" if verdict > 0 else "thumb down")
+
+
+def shown_reply(history: History | None, index: object) -> ShownReply:
+    """The reply at ``index`` as this server showed it; gr.Error for any index that is not one."""
+    history = history or []
+    if isinstance(index, (list, tuple)) and len(index) == 1:
+        index = index[0]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(history):
+        raise UserError("There is no such reply in this chat; reload the page.")
+    message = history[index]
+    meta = message.get(SHOWN) if isinstance(message, dict) else None
+    if message.get("role") != "assistant" or not isinstance(meta, dict):
+        raise UserError("Only the model's replies in this chat can get a thumb.")
+    turns = [{"role": m["role"], "content": text_content(m["content"])} for m in history[:index]]
+    return ShownReply(
+        key=meta["key"],
+        surface="chat",
+        prompt=prompt_text(turns),
+        reply=text_content(message["content"]),
+        model=meta["model"],
+        settings=meta["settings"],
+    )
+
+
+def thumbs_shown(ctx: StudioContext, history: History | None, user: str) -> list[str | None]:
+    """The Chatbot's feedback_value: the caller's own thumb on each assistant message, in order."""
+    replies = [m for m in history or [] if m["role"] == "assistant"]
+    mine = my_verdicts(ctx.store, user, [m[SHOWN]["key"] for m in replies if SHOWN in m])
+    marks = {1: "Like", -1: "Dislike"}
+    return [marks.get(mine.get(m.get(SHOWN, {}).get("key"))) for m in replies]
 
 
 def drop_last_reply(history: History | None) -> History:
@@ -186,7 +255,8 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     height=480,
                     placeholder="Ask the model anything. Replies stream as they are written.",
                     buttons=[],
-                    feedback_options=None,
+                    # Thumbs on each reply: the like event sends the message's index, nothing more is trusted.
+                    feedback_options=("Like", "Dislike"),
                     render_markdown=False,
                     sanitize_html=True,
                     latex_delimiters=[],
@@ -208,6 +278,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     stop = gr.Button("Stop", elem_id="chat-stop")
                     regenerate = gr.Button("Regenerate", elem_id="chat-regenerate")
                     clear = gr.Button("Clear", elem_id="chat-clear")
+                thumb_note = gr.Markdown(elem_id="chat-thumb-note")
             with gr.Column(scale=1, min_width=260):
                 model = gr.Dropdown(choices=model_choices(ctx), value=DEFAULT_CHAT_MODEL, label="Model", elem_id="chat-model")
                 info = gr.Markdown(model_info(ctx, DEFAULT_CHAT_MODEL))
@@ -235,8 +306,12 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         def respond(history, name, system_, temp, top, max_tokens, seed_, request: gr.Request):
             before = chat_display(history)  # rendered once; each frame renders only the new reply
+            frame = history
             for frame in stream_reply(ctx, history, name, system_, temp, top, max_tokens, seed_, request):
                 yield frame, before + chat_display(frame[len(history) :])
+            # The caller's own thumbs, so a re-rendered conversation shows them as they are stored.
+            user = require(ctx.store, request, CHAT)
+            yield frame, gr.Chatbot(value=before + chat_display(frame[len(history) :]), feedback_value=thumbs_shown(ctx, frame, user.name))
 
         def on_message(text, history, request: gr.Request):
             require(ctx.store, request, CHAT)
@@ -273,6 +348,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
             return [], []
 
         clear.click(on_clear, None, shown, queue=False, api_name=False)
+
+        def on_like(history, like: gr.LikeData, request: gr.Request):
+            if not isinstance(like, gr.LikeData):  # a hand-made request without the event's data
+                require(ctx.store, request, FEEDBACK)
+                raise UserError("There is no such reply in this chat; reload the page.")
+            return rate_reply(ctx, history, like.index, like.liked, request)
+
+        chatbot.like(on_like, history_state, thumb_note, queue=False, api_name="chat_thumb")
         model.change(on_model, model, info, queue=False, api_name=False)
 
         def on_send(history, project, name, temp, top, max_tokens, request: gr.Request):

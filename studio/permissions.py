@@ -39,6 +39,7 @@ class Rule:
 RANK = "rank"
 CHAT = "chat"
 ARENA = "arena"
+FEEDBACK = "feedback"
 READ_RESULTS = "read_results"
 WRITE_CONTENT = "write_content"
 NAME_PATHS = "name_paths"
@@ -47,18 +48,28 @@ MANAGE_ACCOUNTS = "manage_accounts"
 
 RULES: tuple[Rule, ...] = (
     Rule(RANK, "rank, skip and draft the prompts the queue serves them; undo their last submission", frozenset({ANNOTATOR, ADMIN})),
-    Rule(CHAT, "chat with the registered models (nothing is stored)", frozenset({ANNOTATOR, ADMIN})),
+    Rule(
+        CHAT,
+        "chat with the registered models (only a reply they give a thumb to is stored)",
+        frozenset({ANNOTATOR, ADMIN}),
+    ),
     Rule(
         ARENA, "battle in the arena: two anonymous models, one blind vote per battle, names shown after it", frozenset({ANNOTATOR, ADMIN})
     ),
     Rule(
+        FEEDBACK,
+        "thumbs up/down on replies shown to them, stored with the reply, model and settings; they see only their own",
+        frozenset({ANNOTATOR, ADMIN}),
+    ),
+    Rule(
         READ_RESULTS,
-        "read other annotators' rankings, drafts, results; the dashboard and agreement; arena votes and the leaderboard",
+        "read other annotators' rankings, drafts, results; the dashboard and agreement; arena votes and the leaderboard; "
+        "thumbs counts per model",
         frozenset({ADMIN}),
     ),
     Rule(
         WRITE_CONTENT,
-        "create or change projects, prompts, replies, templates; import; send to the queue; snapshots",
+        "create or change projects, prompts, replies, templates; import; send to the queue; snapshots (with KTO data)",
         frozenset({ADMIN}),
     ),
     Rule(NAME_PATHS, "name a file or folder on the server (data files, pools, configs): inside the data folders only", frozenset({ADMIN})),

@@ -8,6 +8,10 @@ exact prompt each model got, evaluate a template over a labelled dataset (exact 
 or a reward model's score), save templates in the store, and send the outputs to a project's
 annotation queue as candidate replies. Everyone can use it; saving templates and sending to
 the queue need an account, as the chat does. Run alone: ``python -m studio.prompt_lab``.
+
+Each variant's output can get a thumb up or down (:func:`thumb_output`): the button names the
+variant by number; the output, its input, model and settings come from the session's
+server-side state of the last run. The stored prompt is the input, as "send to the queue" stores it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import gradio as gr
 import pandas as pd
 
 from annotations.export import labelled_records
+from annotations.feedback import ShownReply, new_key, record_feedback
 from annotations.store import PromptRecord, ReplyRecord, StoreError
 from annotations.templates import load_template, save_template, template_names
 from rlhf.generation import SamplingParams
@@ -26,12 +31,13 @@ from rlhf.modelfiles import ModelError
 from rlhf.prompting import COT_MODES, DEMO_MODES, PromptTemplate, TemplateError, evaluate, pick_demonstrations, render
 from rlhf.registry import DEFAULT_CHAT_MODEL, DEFAULT_ENCODER
 from studio.context import StudioContext
-from studio.permissions import NAME_PATHS, READ_RESULTS, TRAIN, WRITE_CONTENT, data_path, may, require
+from studio.permissions import FEEDBACK, NAME_PATHS, READ_RESULTS, TRAIN, WRITE_CONTENT, data_path, may, require
 from studio.render import UserError, conversation_html, markdown_html, plain_text
 
 EDITOR = "(the editor)"
 VARIANTS = 4
 PROJECT_PREFIX = "project:"
+THUMBS = {"up": 1, "down": -1}
 
 
 def pool_choices(ctx: StudioContext) -> list[tuple[str, str]]:
@@ -200,6 +206,42 @@ def send_outputs(ctx: StudioContext, project: str | None, text: str, results: li
     return f"Sent to **{html.escape(proj.name)}** with {len(replies)} candidate replies{more}."
 
 
+def shown_results(found: list[tuple[str, str, list[dict], str]], text: str, max_new_tokens: int) -> list[dict]:
+    """The server-side state of a run: each variant's output with a fresh reply key and its settings."""
+    return [
+        {
+            "template": label,
+            "model": model,
+            "output": out,
+            "key": new_key("lab"),
+            "input": text.strip(),
+            "settings": {"temperature": 0.0, "max_new_tokens": int(max_new_tokens), "template": label},
+        }
+        for label, model, _, out in found
+    ]
+
+
+def thumb_output(ctx: StudioContext, results: list[dict] | None, index: object, direction: str, request: gr.Request | None) -> str:
+    """Store the caller's thumb on variant ``index``'s output of their last run (from the server-side state)."""
+    require(ctx.store, request, TRAIN)  # only those who may use the lab were shown its outputs
+    user = require(ctx.store, request, FEEDBACK)
+    if direction not in THUMBS:
+        raise UserError("A thumb is up or down.")
+    results = results or []
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(results) or "key" not in results[index]:
+        raise UserError("That variant has no output in your last run; run the variants first.")
+    r = results[index]
+    shown = ShownReply(key=r["key"], surface="lab", prompt=r["input"], reply=r["output"], model=r["model"], settings=r["settings"])
+    try:
+        outcome = record_feedback(ctx.store, user.name, shown, THUMBS[direction])
+    except StoreError as exc:
+        raise UserError(str(exc)) from exc
+    what = f"thumb {direction} for variant {index + 1}"
+    return {"stored": f"Your {what} is stored.", "changed": f"Changed to a {what}.", "unchanged": f"Your {what} was already stored."}[
+        outcome
+    ]
+
+
 def build(ctx: StudioContext) -> gr.Blocks:
     with gr.Blocks() as screen:
         gr.Markdown(
@@ -268,7 +310,17 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 max_new = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
                 run_btn = gr.Button("Run the variants", variant="primary", elem_id="lab-run")
                 with gr.Row():
-                    outputs = [gr.HTML(elem_id=f"lab-out-{i}", elem_classes=["reply-card", "rendered"]) for i in range(VARIANTS)]
+                    outputs = []
+                    thumb_buttons = []
+                    for i in range(VARIANTS):
+                        with gr.Column(min_width=120):
+                            outputs.append(gr.HTML(elem_id=f"lab-out-{i}", elem_classes=["reply-card", "rendered"]))
+                            with gr.Row():
+                                thumb_buttons += [
+                                    (i, d, gr.Button(icon, size="sm", elem_id=f"lab-out-{i}-{d}"))
+                                    for d, icon in (("up", "👍"), ("down", "👎"))
+                                ]
+                thumb_note = gr.Markdown(elem_id="lab-thumb-note")
                 with gr.Accordion("The exact prompt of each variant", open=False):
                     prompts_md = gr.HTML(elem_id="lab-prompts", elem_classes="rendered")
                 with gr.Row():
@@ -327,8 +379,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
             cards = [head + body for head, body in zip(heads, bodies, strict=True)]
             cards += [""] * (VARIANTS - len(cards))
             shown = "<hr>".join(head + conversation_html(msgs) for head, (_, _, msgs, _) in zip(heads, found, strict=True))
-            state = [{"template": label, "model": model, "output": out} for label, model, _, out in found]
-            return [*cards, shown, state]
+            return [*cards, shown, shown_results(found, text_value, max_tokens)]
 
         def on_save(name_, system_, template_, demos_, k_, hand_, seed_, cot_, trigger_, request: gr.Request):
             require(ctx.store, request, WRITE_CONTENT)
@@ -387,6 +438,15 @@ def build(ctx: StudioContext) -> gr.Blocks:
         name.select(on_load_template, name, [system, template, demos, k, hand, seed, cot, trigger], api_name=False)
         eval_inputs = [*editor_inputs, pool, data, limit, eval_model, metric, reward_model, max_new]
         eval_btn.click(on_evaluate, set(eval_inputs), [eval_summary, eval_table], api_name="evaluate_template")
+
+        def thumber(index: int, direction: str):
+            def on_thumb(state, request: gr.Request):
+                return thumb_output(ctx, state, index, direction, request)
+
+            return on_thumb
+
+        for i, direction, btn in thumb_buttons:
+            btn.click(thumber(i, direction), results_state, thumb_note, api_name=f"lab_thumb_{i}_{direction}")
         queue_btn.click(on_send, [queue_project, text, results_state], queue_note, api_name="send_lab_outputs")
         refresh_outputs = [name, pool, data, queue_project, reward_model, *[vt for vt, _ in variant_rows], *[vm for _, vm in variant_rows]]
         screen.load(on_refresh, None, refresh_outputs, api_name=False)

@@ -62,7 +62,11 @@ def test_regenerate_drops_the_last_reply(ctx: StudioContext) -> None:
 
 def test_seeded_sampling_in_chat_is_repeatable(ctx: StudioContext) -> None:
     history = [{"role": "user", "content": "hi"}]
-    assert _reply(ctx, history, temperature=1.0, seed=3)[-1] == _reply(ctx, history, temperature=1.0, seed=3)[-1]
+    first, second = _reply(ctx, history, temperature=1.0, seed=3)[-1][-1], _reply(ctx, history, temperature=1.0, seed=3)[-1][-1]
+    assert first["content"] == second["content"]
+    # Each reply has its own server-made key (what a thumb names), with the model and settings that made it.
+    assert first[chat.SHOWN]["key"] != second[chat.SHOWN]["key"]
+    assert first[chat.SHOWN]["model"] == "tiny" and first[chat.SHOWN]["settings"]["seed"] == 3
 
 
 def test_unknown_model_and_bad_settings_are_clear_errors(ctx: StudioContext) -> None:

@@ -21,9 +21,18 @@ from tests.studio.live import LoginRefused, RawClient, error_of, serve
 
 REFUSED = ("Not allowed", "Only admins")
 # Events an annotator may use, by module (screen) or module:qualname; the permission table's
-# "rank", "chat" and "arena" rows.
+# "rank", "chat", "arena" and "thumbs up/down" rows.
 ANNOTATOR_SCREENS = ("studio.ranking", "studio.chat", "studio.arena")
-ANNOTATOR_EVENTS = {"studio.app:build_app.<locals>.on_load"}
+# Thumbs up/down on replies shown to them: the chat's like event and the arena's four buttons.
+THUMB_EVENTS = {"studio.chat:build.<locals>.on_like", "studio.arena:build.<locals>.thumber.<locals>.on_thumb"}
+ANNOTATOR_EVENTS = {"studio.app:build_app.<locals>.on_load", *THUMB_EVENTS}
+# Thumbs on the prompt lab's outputs (only those who may use the lab see them), the admin's
+# thumbs counts and snapshots with KTO data: refused to annotators.
+ADMIN_THUMB_EVENTS = (
+    "studio.prompt_lab:build.<locals>.thumber.<locals>.on_thumb",
+    "studio.admin:build.<locals>.on_thumbs",
+    "studio.admin:build.<locals>.on_snapshot",
+)
 # Events on those screens that only admins may use (they write into a project).
 ADMIN_EVENTS = {"studio.chat:build.<locals>.on_send", "studio.arena:build.<locals>.on_save"}
 
@@ -88,6 +97,8 @@ def test_an_annotator_is_refused_by_every_event_they_may_not_use(ctx: StudioCont
     # Active learning's events (a project's queue order, scoring its prompts with a reward model, the job's progress).
     for handler in ("on_queue_project", "on_queue_order", "on_score", "on_score_tick"):
         assert f"studio.admin:build.<locals>.{handler}" in refused, handler
+    assert allowed.count("studio.arena:build.<locals>.thumber.<locals>.on_thumb") == 4 and THUMB_EVENTS <= set(allowed)
+    assert refused.count(ADMIN_THUMB_EVENTS[0]) == 8 and all(name in refused for name in ADMIN_THUMB_EVENTS)
 
 
 def test_without_a_login_nothing_runs(served) -> None:

@@ -20,7 +20,12 @@ def test_readme_shows_the_table_the_code_enforces() -> None:
 
 def test_annotators_may_rank_chat_and_battle_only() -> None:
     ana, boss = Annotator(1, "ana", "annotator", True), Annotator(2, "boss", "admin", True)
-    assert {r.action for r in RULES if allowed(ana, r.action)} == {permissions.RANK, permissions.CHAT, permissions.ARENA}
+    assert {r.action for r in RULES if allowed(ana, r.action)} == {
+        permissions.RANK,
+        permissions.CHAT,
+        permissions.ARENA,
+        permissions.FEEDBACK,
+    }
     assert all(allowed(boss, r.action) for r in RULES)
     assert not allowed(Annotator(3, "old", "admin", False), permissions.TRAIN)  # deactivated
     assert not allowed(Annotator(4, "import", "import", True), permissions.RANK)
