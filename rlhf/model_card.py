@@ -21,6 +21,9 @@ WHAT = {
     "ppo": "a policy tuned with PPO against reward sources",
     "sft": "an instruction-tuned causal LM (supervised fine-tuning)",
     "dpo": "a policy tuned with DPO on preference pairs",
+    "kto": "a policy tuned with KTO on replies marked desirable or undesirable",
+    "grpo": "a policy tuned with GRPO (group-relative advantages, no value model) against reward sources",
+    "rloo": "a policy tuned with RLOO (leave-one-out baselines, no value model) against reward sources",
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import admin, arena, chat, dpo_tab, evaluate_tab, ppo_tab, prompt_lab, ranking, reward_tab, sft_tab
+from studio import admin, arena, chat, dpo_tab, evaluate_tab, kto_tab, online_tab, ppo_tab, prompt_lab, ranking, reward_tab, sft_tab
 from studio.auth import ensure_admin
 from studio.context import StudioContext
 from studio.login_guard import ClientAddressMiddleware
@@ -100,23 +100,27 @@ def build_app(ctx: StudioContext) -> gr.Blocks:
                 reward_tab.build(ctx)
             with gr.Tab("PPO", id="ppo", visible=False) as ppo_tab_:
                 ppo_tab.build(ctx)
+            with gr.Tab("GRPO / RLOO", id="online", visible=False) as online_tab_:
+                online_tab.build(ctx)
             with gr.Tab("DPO", id="dpo", visible=False) as dpo_tab_:
                 dpo_tab.build(ctx)
+            with gr.Tab("KTO", id="kto", visible=False) as kto_tab_:
+                kto_tab.build(ctx)
             with gr.Tab("Evaluate", id="evaluate", visible=False) as evaluate_tab_:
                 evaluate_tab.build(ctx)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
                 admin.build(ctx)
 
+        engineer = [lab_tab, sft_tab_, reward_tab_, ppo_tab_, online_tab_, dpo_tab_, kto_tab_, evaluate_tab_, admin_tab]
+
         def on_load(request: gr.Request):
             text, is_admin = whoami(ctx, request)
             # Annotators land on the ranking screen; the prompt lab, training and admin tabs
             # are shown to admins only (and their handlers check the role again on the server).
-            engineer_tabs = [gr.Tab(visible=is_admin) for _ in range(7)]
+            engineer_tabs = [gr.Tab(visible=is_admin) for _ in engineer]
             return text, *engineer_tabs, gr.Tabs(selected="chat" if is_admin else "rank")
 
-        app.load(
-            on_load, None, [user_md, lab_tab, sft_tab_, reward_tab_, ppo_tab_, dpo_tab_, evaluate_tab_, admin_tab, tabs], api_name=False
-        )
+        app.load(on_load, None, [user_md, *engineer, tabs], api_name=False)
     return app
 
 

@@ -113,11 +113,17 @@ def tier_of(lineage: dict, template: str = "") -> tuple[str, str]:
     method = str(lineage.get("method", ""))
     run = str(lineage.get("run", ""))
     kind = run.split("-", 1)[0] if run else ""
-    if kind == "ppo" or lineage.get("rewards"):
+    if kind == "ppo" or (lineage.get("rewards") and kind not in ("grpo", "rloo") and method not in ("grpo", "rloo")):
         judged = any(s.get("type") == "judge" for s in lineage.get("rewards") or [])
         return ("L3 RLAIF" if judged else "L3 RLHF"), f"PPO ({method or 'lora'})" + (", AI judge reward" if judged else ", reward model")
+    if kind in ("grpo", "rloo") or method in ("grpo", "rloo"):
+        judged = any(s.get("type") == "judge" for s in lineage.get("rewards") or [])
+        name = (kind or method).upper()
+        return ("L3 RLAIF" if judged else "L3 RLHF"), f"{name}" + (", AI judge reward" if judged else ", reward model")
     if kind == "dpo" or method == "dpo":
         return "L3 DPO", "DPO on preference pairs"
+    if kind == "kto" or method == "kto":
+        return "L3 KTO", "KTO on replies marked good or bad"
     if kind == "sft" or lineage.get("base_model"):
         return "L2 instruction-tuned", f"SFT ({method or 'lora'})"
     return ("L1 prompted", f"template {template}") if template else ("L1 base", "prompting only")
