@@ -139,16 +139,29 @@ def _writes_to(stream, path: Path) -> bool:
 
 
 def _run_under_accelerate(kind: str, run, num_processes: int) -> int:
-    """Re-execute the same command under ``accelerate launch``; the child does the training."""
+    """Re-execute the same command under ``accelerate launch``; the child processes do the training.
+
+    A SIGTERM to this process (the studio's cancel) goes straight to the training processes, not to
+    the launcher: torchrun's agent would pass it on and then kill them 30 s later, before a long step
+    can finish and save. Each training process stops after the same step (they agree on it).
+    """
     import subprocess
 
-    from rlhf.launch import LAUNCHED_ENV, accelerate_command
+    from rlhf.launch import LAUNCHED_ENV, accelerate_command, training_processes
 
-    cmd = accelerate_command(kind, run.path, num_processes)
+    cmd = accelerate_command(kind, run.path, num_processes, str(run.config().get("accelerate_config") or ""))
     print("launching: " + " ".join(cmd), flush=True)
     child = subprocess.Popen(cmd, env={**os.environ, LAUNCHED_ENV: "1"})
-    # A SIGTERM to this process is passed on, so cancelling either process stops the run.
-    signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
+
+    def cancel(signum, frame) -> None:
+        workers = training_processes(child.pid)
+        for pid in workers or [child.pid]:  # none yet (still starting): the launcher passes it on
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, cancel)
     rc = child.wait()
     if rc != 0 and run.status().get("state") in ("created", "running"):
         run.set_status(state="failed", error=f"accelerate launch exited with status {rc}; see run.log")
@@ -179,7 +192,8 @@ def _start_run(kind: str, args: argparse.Namespace, config: dict | None = None) 
                 raise CliError(f"{run.path} is not a run folder (no config.yaml)")
             if run.status().get("kind") not in (None, kind):
                 raise CliError(f"{run.path} is a {run.status().get('kind')} run, not a {kind} run")
-            if run.is_alive() and run.status().get("pid") != os.getpid():
+            # Under a launch, rank 0 may already have marked the run running when the other ranks get here.
+            if run.is_alive() and run.status().get("pid") != os.getpid() and not under_launcher():
                 raise CliError(f"run {run.id} is still running (pid {run.status()['pid']}); cancel it first")
             try:
                 cfg = load_run_config(kind, run.config_path)
@@ -311,6 +325,18 @@ def _trainer(kind: str) -> Callable:
         from rlhf.sft import train_sft
 
         return train_sft
+    if kind == "kto":
+        from rlhf.kto import train_kto
+
+        return train_kto
+    if kind == "grpo":
+        from rlhf.online_rl import train_grpo
+
+        return train_grpo
+    if kind == "rloo":
+        from rlhf.online_rl import train_rloo
+
+        return train_rloo
     if kind == "eval":
         from rlhf.evaluation import run_eval
 
@@ -348,6 +374,9 @@ MAIN_METRIC = {
     "ppo": "eval_reward_gain",
     "sft": "eval_loss",
     "dpo": "eval_accuracies",
+    "kto": "eval_rewards/margins",
+    "grpo": "eval_reward_gain",
+    "rloo": "eval_reward_gain",
     "eval": "win_rate",
 }
 
@@ -451,7 +480,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train a model in a run folder (reward, ppo, sft, dpo)",
+        help="train a model in a run folder (reward, ppo, sft, dpo, kto, grpo, rloo)",
         description="Start a training run: the config is checked, a run folder is made under --runs-dir "
         "(config.yaml, events.jsonl, run.log, status.json, metrics.json, checkpoint/), and the result is "
         "registered. SIGTERM stops at the next step and saves; --resume RUN_FOLDER continues from its last checkpoint. "
@@ -459,8 +488,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "kind",
-        choices=["reward", "ppo", "sft", "dpo"],
-        help="what to train: a reward model, a policy with PPO, instruction tuning (SFT), or a policy with DPO",
+        choices=["reward", "ppo", "sft", "dpo", "kto", "grpo", "rloo"],
+        help="what to train: a reward model; a policy with PPO, GRPO or RLOO (online, against reward sources); instruction "
+        "tuning (SFT); a policy with DPO (preference pairs) or KTO (replies marked good or bad)",
     )
     p.add_argument("--config", metavar="FILE", help="the run's YAML config")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run folders go (default: %(default)s)")
@@ -481,7 +511,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "reporting, e.g. killed, shows as lost), last step, main metric, the registered model and when it was created.",
     )
     r.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the run folders are (default: %(default)s)")
-    r.add_argument("--kind", choices=["reward", "ppo", "sft", "dpo", "eval"], help="only runs of this kind")
+    r.add_argument("--kind", choices=["reward", "ppo", "sft", "dpo", "kto", "grpo", "rloo", "eval"], help="only runs of this kind")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.set_defaults(handler=cmd_runs_list)
 

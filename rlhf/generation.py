@@ -261,8 +261,11 @@ class GenerationEngine:
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def rollout(self, prompts: Sequence[Prompt], params: SamplingParams, system: str | None = None) -> list[Rollout]:
-        """Sample one reply per prompt (one batch) and return the token ids, for PPO."""
+    def rollout(self, prompts: Sequence[Prompt], params: SamplingParams, system: str | None = None, logits_processor=None) -> list[Rollout]:
+        """Sample one reply per prompt (one batch) and return the token ids, for PPO.
+
+        ``logits_processor``: a transformers LogitsProcessorList passed to ``generate`` (PPO's per-prompt seeded sampling).
+        """
         texts = [self.format(p, system) for p in prompts]
         fitted = [self._fit(ids, params.max_new_tokens) for ids in self._token_ids(texts)]
         batch = self._pad([ids for ids, _ in fitted])
@@ -271,7 +274,7 @@ class GenerationEngine:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             cfg = self._generation_config(params, self._new_tokens(width, params.max_new_tokens))
-            out = self.model.generate(**batch, generation_config=cfg)
+            out = self.model.generate(**batch, generation_config=cfg, logits_processor=logits_processor)
         mask = batch["attention_mask"].tolist()
         prompt_rows = batch["input_ids"].tolist()
         out_rows = out[:, width:].tolist()

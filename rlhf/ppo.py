@@ -35,6 +35,20 @@ keeps rising while the judge falls, the training reward is being over-optimised 
 ``early_stop_patience`` the run stops once the judge has not improved for that many evaluations
 and saves the policy of the judge's best evaluation (:class:`JudgeWatch`; the best weights and the
 count are in every trainer checkpoint, so a resumed run keeps them).
+
+Data parallelism: under ``accelerate launch`` with N processes (``launcher: accelerate``,
+``num_processes: N``, ``accelerate_config: ddp``; gloo on a CPU, nccl on GPUs) every process holds
+the whole policy and rolls out its own contiguous share of each step's batch (``batch_size`` stays
+the whole batch). The per-reply figures that batch statistics need (scores, lengths, words) are
+gathered, so reward scaling, the length fit and the keyword watch see the whole batch in the same
+order as one process would; advantage whitening, the KL the controller reads and the logged means
+are summed across processes. Each minibatch is the same set of replies as in one process; every
+process backpropagates its own rows of it with the loss divided by the minibatch's token count over
+all processes, and the gradients are summed before the optimizer step, so every process takes the
+same step (the one a single process would take on the same replies) and keeps identical weights.
+Replies are sampled per prompt (``seed_per_prompt``), so they do not depend on how the batch is
+split. Rank 0 alone evaluates, saves and writes the run folder; a stop request (SIGTERM) is agreed
+at every step boundary, so all processes stop after the same step.
 """
 
 from __future__ import annotations
@@ -50,7 +64,18 @@ from pathlib import Path
 
 import torch
 
-from rlhf.launch import CheckFields, LaunchFields
+from rlhf.launch import (
+    CheckFields,
+    LaunchFields,
+    all_sum,
+    any_process,
+    broadcast,
+    broadcast_tensor,
+    gather,
+    init_distributed,
+    is_main_process,
+    world_size,
+)
 from rlhf.rewards import RewardSpecError, check_specs, source_name
 
 RUNAWAY_NGRAM = 4  # the runaway test counts distinct runs of this many tokens
@@ -98,6 +123,13 @@ class PPORunConfig(CheckFields, LaunchFields):
     )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass of the rollouts"})
+    seed_per_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "sample each reply from its own random stream (from seed, step and its place in the batch), so the replies "
+            "do not depend on how the batch is batched or split across processes; always on with num_processes > 1"
+        },
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
     kl_coef: float = field(
         default=0.05, metadata={"help": "initial KL penalty coefficient (the adaptive controller keeps it within [0.0001, 10])"}
@@ -178,8 +210,10 @@ class PPORunConfig(CheckFields, LaunchFields):
     def __post_init__(self) -> None:
         self.check_launch()
         self.check_end_check()
-        if self.num_processes > 1:
-            raise ValueError("PPO runs in one process (one GPU or the CPU); set num_processes: 1")
+        if self.batch_size < self.num_processes:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be at least num_processes ({self.num_processes}): each rolls out a share"
+            )
         if self.method not in ("lora", "top_layers"):
             raise ValueError(f"method must be 'lora' or 'top_layers', got {self.method!r}")
         for name in ("steps", "batch_size", "minibatch_size", "micro_batch_size", "ppo_epochs", "max_new_tokens", "top_layers"):
@@ -705,8 +739,47 @@ def layout(rollouts, pad_id: int, device: torch.device) -> Batch:
     return Batch(input_ids, attention, positions, torch.tensor(rmask, device=device, dtype=torch.float32), width_q)
 
 
+def share(n: int, rank: int, world: int) -> tuple[int, int]:
+    """The contiguous rows [lo, hi) of a batch of ``n`` that process ``rank`` of ``world`` rolls out (sizes differ by at most 1)."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+def row_seed(seed: int, step: int, row: int) -> int:
+    """The random stream of one reply: the run's seed, the step and the reply's place in the whole batch."""
+    return ((seed * 1_000_003 + step) * 1_000_033 + row) % (2**63)
+
+
+class RowSeededSampler:
+    """A transformers logits processor that samples every row from its own generator (Gumbel-max).
+
+    ``argmax(log softmax(logits / T, top-p filtered) + Gumbel noise)`` is an exact draw from the
+    same distribution ``generate`` samples from; with one generator per row, a reply depends on
+    its own seed and prompt only, not on which other prompts share its batch. Used with greedy
+    decoding (the processor does the sampling).
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device) -> None:
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.warpers = ([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []) + (
+            [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+        )
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        logp = scores.float().log_softmax(-1)
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
+        return logp - torch.log(-torch.log(uniform))  # uniform 0 gives -inf: never picked
+
+
 class PPOTrainer:
-    """Owns the policy (with its reference inside), the value function and the optimiser."""
+    """Owns the policy (with its reference inside), the value function and the optimiser.
+
+    Under a launch of several processes it joins their group (:func:`rlhf.launch.init_distributed`),
+    takes its own GPU (or shares the CPU) and starts from rank 0's weights.
+    """
 
     def __init__(self, cfg: PPORunConfig, registry=None, device: str | None = None) -> None:
         from rlhf.generation import GenerationEngine
@@ -715,6 +788,15 @@ class PPOTrainer:
 
         self.cfg = cfg
         self.registry = registry or ModelRegistry()
+        self.rank, self.world = 0, 1
+        if world_size() > 1:
+            import torch.distributed as dist
+
+            joined = init_distributed()  # this process's GPU, or the CPU
+            device = device or str(joined)
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        # Several processes must sample as one would: each reply from its own stream.
+        self.seed_per_prompt = cfg.seed_per_prompt or self.world > 1
         torch.manual_seed(cfg.seed)
         model, self.tokenizer = load_causal_lm(cfg.policy, self.registry, device=device, dtype=torch.float32)
         self.device = model.device
@@ -773,6 +855,27 @@ class PPOTrainer:
         self.best_state: dict[str, torch.Tensor] | None = None  # the trainable weights at the judge's best (early stopping)
         self.special_ids = set(self.tokenizer.all_special_ids) | set(self.engine.stop_ids)
         self.step = 0
+        if self.world > 1:  # the same seed gives the same start; rank 0's weights make sure of it
+            with torch.no_grad():
+                for p in self._params():
+                    p.copy_(broadcast_tensor(p.detach()))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _sum_gradients(self) -> None:
+        """Add up every process's gradients (each already divided by the whole minibatch's token count) in one buffer."""
+        params = self._params()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]  # a process may own no row of a minibatch
+        flat = all_sum(torch.cat([g.reshape(-1) for g in grads]))
+        at = 0
+        for p in params:
+            p.grad = flat[at : at + p.numel()].view_as(p).to(p.dtype).clone()
+            at += p.numel()
 
     # -- reference --------------------------------------------------------------------------------
     def reference(self):
@@ -833,24 +936,53 @@ class PPOTrainer:
         return tuple(torch.cat(p) for p in parts)  # type: ignore[return-value]
 
     # -- one PPO step -----------------------------------------------------------------------------
-    def rollout(self, prompts: list, references: list, seed: int | None = None):
+    def rollout(self, prompts: list, references: list, seed: int | None = None, rows: Sequence[int] | None = None):
+        """One sampled reply per prompt; ``rows`` (the prompts' places in the whole batch): each from its own seed."""
         from rlhf.generation import SamplingParams
 
-        params = SamplingParams(temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_new_tokens, seed=seed)
-        return self.engine.rollout(prompts, params, system=self.cfg.system)
+        cfg = self.cfg
+        if rows is None:
+            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed)
+            return self.engine.rollout(prompts, params, system=cfg.system)
+        from transformers import LogitsProcessorList
+
+        sampler = RowSeededSampler([row_seed(cfg.seed, self.step, r) for r in rows], cfg.temperature, cfg.top_p, self.device)
+        greedy = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens)  # the sampler draws
+        return self.engine.rollout(prompts, greedy, system=cfg.system, logits_processor=LogitsProcessorList([sampler]))
 
     def train_step(self, prompts: list, references: list, reward_fn) -> tuple[dict, list[dict]]:
-        """Rollout, score, update. Returns (diagnostics, samples)."""
+        """Rollout, score, update. Returns (diagnostics, samples).
+
+        ``prompts``: the whole batch. With several processes each rolls out and scores its share
+        (:func:`share`); the statistics, the update and the diagnostics are the whole batch's.
+        """
         cfg = self.cfg
         began = time.perf_counter()
-        rollouts = self.rollout(prompts, references)
+        n = len(prompts)
+        lo, hi = share(n, self.rank, self.world)
+        prompts, references = prompts[lo:hi], references[lo:hi]
+        rollouts = self.rollout(prompts, references, rows=range(lo, hi)) if self.seed_per_prompt else self.rollout(prompts, references)
         t_gen = time.perf_counter()
         texts = [_text_of(p) for p in prompts]
-        raw, parts = reward_fn(texts, [r.text for r in rollouts], references)
+        replies = [r.text for r in rollouts]
+        raw, parts = reward_fn(texts, replies, references)
         reply_lengths = [len(r.response_ids) for r in rollouts]
+        penalties, runaway = missing_eos_penalties(rollouts, cfg.missing_eos_penalty, cfg.runaway_threshold)
+        finished = [r.finished for r in rollouts]
+        words = [[t for t in r.response_ids if t not in self.special_ids] for r in rollouts]
+        if self.world > 1:
+            # Every process's per-reply figures in the batch's order: the statistics below see the whole batch, as one process would.
+            pieces = gather({"raw": raw, "lengths": reply_lengths, "penalties": penalties, "runaway": runaway, "finished": finished,
+                             "words": words, "texts": texts, "replies": replies, "parts": parts})  # fmt: skip
+
+            def whole(key: str) -> list:
+                return [x for piece in pieces for x in piece[key]]
+
+            raw, reply_lengths, penalties, runaway = whole("raw"), whole("lengths"), whole("penalties"), whole("runaway")
+            finished, words, texts, replies = whole("finished"), whole("words"), whole("texts"), whole("replies")
+            parts = {name: [x for piece in pieces for x in piece["parts"][name]] for name in pieces[0]["parts"]}
         self.length_fit.update(reply_lengths, raw)
         debiased = self.length_fit.debias(reply_lengths, raw) if cfg.length_debias else raw
-        penalties, runaway = missing_eos_penalties(rollouts, cfg.missing_eos_penalty, cfg.runaway_threshold)
         scores = [s + p for s, p in zip(debiased, penalties, strict=True)]
         if cfg.reward_scaling:
             self.score_std.update(scores)
@@ -865,19 +997,26 @@ class PPOTrainer:
         token_rewards = -self.kl.value * kl_tokens
         last = (mask.sum(1).long() - 1).clamp(min=0)
         rows = torch.arange(len(rollouts), device=self.device)
-        token_rewards[rows, last] += torch.tensor(scores, device=self.device)
+        token_rewards[rows, last] += torch.tensor(scores[lo:hi], device=self.device)
         advantages, returns = gae(token_rewards, old_values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask) * mask
+            advantages = (masked_whiten(advantages, mask) if self.world == 1 else self._whiten(advantages, mask)) * mask
 
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": [], "vf_clipfrac": []}
-        n = len(rollouts)
+        whole_lengths = torch.tensor(reply_lengths, dtype=torch.float32)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(n, generator=generator).to(self.device)
+            order = torch.randperm(n, generator=generator)
+            if self.world == 1:
+                order = order.to(self.device)
             for i in range(0, n, cfg.minibatch_size):
                 mini = order[i : i + cfg.minibatch_size]
-                tokens = mask[mini].sum().clamp(min=1)
+                if self.world == 1:
+                    tokens = mask[mini].sum().clamp(min=1)
+                else:
+                    # The same minibatch as one process takes: this process's rows of it, each loss over all of its tokens.
+                    tokens = whole_lengths[mini].sum().clamp(min=1).to(self.device)
+                    mini = torch.tensor([int(g) - lo for g in mini if lo <= g < hi], dtype=torch.long, device=self.device)
                 self.optimizer.zero_grad(set_to_none=True)
                 sums = dict.fromkeys(("policy_loss", "value_loss", "clipfrac", "vf_clipfrac", "approx_kl"), 0.0)
                 # Micro-batches bound the activation memory; their token-weighted losses add up to
@@ -903,17 +1042,24 @@ class PPOTrainer:
                             (((values - old_values[idx]).abs() > cfg.cliprange_value).float() * m).sum() / tokens
                         ).item()
                         sums["approx_kl"] += ((0.5 * log_ratio**2 * m).sum() / tokens).item()
-                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+                if self.world > 1:
+                    self._sum_gradients()  # every process now holds the whole minibatch's gradient
+                torch.nn.utils.clip_grad_norm_(self._params(), cfg.max_grad_norm)
                 self.optimizer.step()
                 for key, value in sums.items():
                     stats[key].append(value)
-        seq_kl = kl_tokens.sum(1).mean().item()
+        if self.world > 1:  # each process summed its rows' share of every minibatch's means
+            summed = all_sum(torch.tensor([stats[k] for k in stats], dtype=torch.float64)).tolist()
+            stats = dict(zip(stats, summed, strict=True))
+            kl_sum, ent_sum, token_sum = all_sum(torch.stack([kl_tokens.sum(), (entropy * mask).sum(), mask.sum()]).double()).tolist()
+            seq_kl, mean_entropy, mean_length = kl_sum / n, ent_sum / max(token_sum, 1.0), sum(reply_lengths) / n
+        else:
+            seq_kl = kl_tokens.sum(1).mean().item()
+            mean_entropy, mean_length = masked_mean(entropy, mask).item(), mask.sum(1).float().mean().item()
         coef_used = self.kl.value
         self.kl.update(seq_kl)
         self.step += 1
         took = time.perf_counter() - began
-        lengths = mask.sum(1)
-        words = [[t for t in r.response_ids if t not in self.special_ids] for r in rollouts]
         # Weighed on the score less its length trend: a longer reply has more words, and a reward
         # paying for length would otherwise seem to pay for every common one.
         self.keyword_pay.update(words, self.length_fit.debias(reply_lengths, raw))
@@ -924,9 +1070,9 @@ class PPOTrainer:
             "score_mean": sum(scores) / n,
             "kl": seq_kl,
             "kl_coef": coef_used,
-            "entropy": masked_mean(entropy, mask).item(),
-            "reply_length": lengths.float().mean().item(),
-            "eos_rate": sum(r.finished for r in rollouts) / n,
+            "entropy": mean_entropy,
+            "reply_length": mean_length,
+            "eos_rate": sum(finished) / n,
             "runaway_rate": sum(runaway) / n,
             "length_slope": self.length_fit.slope,
             "keyword": self.tokenizer.decode([keyword]) if keyword is not None else "",
@@ -944,12 +1090,22 @@ class PPOTrainer:
             "seconds_reward": t_reward - t_gen,
             "seconds_update": time.perf_counter() - t_reward,
         }
+        if self.world > 1:
+            diag["processes"] = self.world
         if cfg.length_debias:
             diag["reward_debiased_mean"] = sum(debiased) / n
         for name, values in parts.items():
             diag[f"reward/{name}"] = sum(values) / n
-        samples = [{"prompt": t, "reply": r.text, "reward": s, "ended": r.finished} for t, r, s in zip(texts, rollouts, raw, strict=True)]
+        samples = [{"prompt": t, "reply": r, "reward": s, "ended": e} for t, r, s, e in zip(texts, replies, raw, finished, strict=True)]
         return diag, samples
+
+    def _whiten(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """:func:`masked_whiten` over the whole batch, across processes."""
+        total = all_sum(torch.stack([(x * mask).sum(), mask.sum()]))
+        count = total[1].clamp(min=1)
+        mean = total[0] / count
+        var = all_sum(((x - mean) ** 2 * mask).sum().reshape(1))[0] / count
+        return (x - mean) * torch.rsqrt(var + 1e-8)
 
     @torch.no_grad()
     def evaluate(self, prompts: list, references: list, reward_fn, seed: int, judge_fn=None) -> dict:
@@ -1148,16 +1304,25 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
                 f"a similarity reward needs a reference answer for every prompt; {missing} prompt(s) in {cfg.prompts} have none "
                 f"(give each record a {' / '.join(REFERENCE_FIELDS)} field, or drop the similarity source)"
             )
-    reward_fn = build_reward(cfg.rewards, registry)
-    # Built once; it scores only the held-out replies and never reaches the policy's update.
-    judge_fn = build_reward(cfg.heldout_judge, registry) if cfg.heldout_judge else None
+    # With several processes: join their group first, so the reward models land on this process's GPU.
+    device = init_distributed() if world_size() > 1 else None
+    main = is_main_process()
+    if not main:
+        from rlhf.runs import stop_on_sigterm
+
+        stop_on_sigterm(stop)  # the launcher's SIGTERM reaches every process; they stop after the same step
+    reward_fn = build_reward(cfg.rewards, registry, device=device)
+    # Built once (by rank 0, which alone evaluates); it scores only the held-out replies and never reaches the update.
+    judge_fn = build_reward(cfg.heldout_judge, registry, device=device) if cfg.heldout_judge and main else None
     judge_warnings = heldout_judge_warnings(cfg.rewards, cfg.heldout_judge, registry)
-    for warning in judge_warnings:
+    for warning in judge_warnings if main else []:
         print(f"warning: {warning}", flush=True)
     trainer = PPOTrainer(cfg, registry)
     eval_p, eval_r = [p for p, _ in eval_records], [r for _, r in eval_records]
 
     def evaluate() -> dict:
+        if not main:
+            return {}  # rank 0 evaluates; the others wait at the next step's first exchange
         result = trainer.evaluate(eval_p, eval_r, reward_fn, seed=cfg.seed, judge_fn=judge_fn)
         if not result:
             return result
@@ -1177,7 +1342,8 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
     last = run.last_checkpoint() if resume else None
     if last is not None:
         state = trainer.load_state(last)
-        print(f"resumed at step {trainer.step} from {last}", flush=True)
+        if main:
+            print(f"resumed at step {trainer.step} from {last}", flush=True)
     baseline = state.get("eval_start") or evaluate()
     if not state:
         run.append_event({"step": 0, "max_steps": cfg.steps, **baseline, **({"judge_warnings": judge_warnings} if judge_warnings else {})})
@@ -1190,20 +1356,28 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
         picked = [order[(offset + j) % len(order)] for j in range(cfg.batch_size)]
         return [train_records[i] for i in picked]
 
+    def agreed_stop() -> bool:
+        # One process's stop request stops them all, after the same step; the main one then records "cancelled".
+        halt = any_process(bool(stop))
+        if halt and not stop:
+            stop.set()
+        return halt
+
     last_eval, last_eval_step = baseline, (None if state else 0)
     judge_stopped = False
     warned = bool(judge_fn) and bool(_overoptimisation_warning(run.events()))  # a resumed run said it already
-    while trainer.step < cfg.steps and not stop:
+    while trainer.step < cfg.steps and not agreed_stop():
         batch = prompts_for(trainer.step)
         diag, samples = trainer.train_step([p for p, _ in batch], [r for _, r in batch], reward_fn)
         event = {"step": trainer.step, "max_steps": cfg.steps, **diag}
         if cfg.sample_every and (trainer.step % cfg.sample_every == 0 or trainer.step in (1, cfg.steps)):
             event["samples"] = samples[:4]
-        print(
-            f"step {trainer.step}/{cfg.steps} reward {diag['reward_mean']:.3f} kl {diag['kl']:.3f} "
-            f"entropy {diag['entropy']:.2f} length {diag['reply_length']:.1f} {diag['episodes_per_second']:.2f} episodes/s",
-            flush=True,
-        )
+        if main:
+            print(
+                f"step {trainer.step}/{cfg.steps} reward {diag['reward_mean']:.3f} kl {diag['kl']:.3f} "
+                f"entropy {diag['entropy']:.2f} length {diag['reply_length']:.1f} {diag['episodes_per_second']:.2f} episodes/s",
+                flush=True,
+            )
         # The end is evaluated here too, so the last step's event carries it (the charts and warnings read events).
         at_end = trainer.step >= cfg.steps
         if at_end or (cfg.eval_every and trainer.step % cfg.eval_every == 0):
@@ -1211,22 +1385,27 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
             event.update(last_eval)
             watch = trainer.judge_watch
             judge_stopped = bool(cfg.early_stop_patience and judge_fn and not at_end and watch.since_best >= cfg.early_stop_patience)
-        run.append_event(event)
+            judge_stopped = broadcast(judge_stopped)  # rank 0's judge decides for every process
+        run.append_event(event)  # rank 0 only (RunDir writes nothing in the others)
         if judge_fn is not None and not warned and last_eval_step == trainer.step:
             for warning in _overoptimisation_warning(run.events()):
                 print(f"warning: {warning}", flush=True)
                 warned = True
-        if cfg.save_every and trainer.step % cfg.save_every == 0 or stop or judge_stopped:
+        halt = agreed_stop()
+        if main and (cfg.save_every and trainer.step % cfg.save_every == 0 or halt or judge_stopped):
             trainer.save_state(run.trainer_dir / f"checkpoint-{trainer.step}", {"eval_start": baseline})
             _prune(run.trainer_dir, keep=2)
-        if judge_stopped:
+        if judge_stopped and main:
             print(
                 f"early stop at step {trainer.step}: the held-out judge has not beaten its best "
                 f"({trainer.judge_watch.best:.3f}, step {trainer.judge_watch.best_step}) for {trainer.judge_watch.since_best} evaluations",
                 flush=True,
             )
+        if judge_stopped:
             break
 
+    if not main:
+        return {}  # rank 0 saves, checks and registers the model
     if trainer.step >= cfg.steps and last_eval_step != trainer.step:
         last_eval = evaluate()  # resumed from a checkpoint of the last step: its end was not evaluated in this process
     final_eval = last_eval

@@ -4,7 +4,8 @@
     metrics = publish(run, registry, cfg, kind="sft", base=cfg.base_model, method="SFT (lora)", ...)
 
 ``publish`` writes metrics.json and the final event, the model card, and registers the
-checkpoint with its lineage unless the run was stopped early.
+checkpoint with its lineage unless the run was stopped early. Under ``accelerate launch`` only
+the main process (rank 0) publishes: the others return the metrics untouched.
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ def publish(
     ``ended_early``: the trainer itself ended before its last step on purpose (PPO's early stop on
     its held-out judge); the model is registered and ``stopped_early`` says so.
     """
+    from rlhf.launch import is_main_process
     from rlhf.model_card import write_card
 
+    if not is_main_process():  # one run folder, one model card, one registry entry
+        return metrics
     metrics["stopped_early"] = bool(stop) or ended_early
     metrics.update(training_cost(run))
     run.write_metrics(metrics)

@@ -260,6 +260,8 @@ def _train_heads(cfg: RewardRunConfig, run, stop, registry, model, tokenizer, tr
     from rlhf.results import publish
     from rlhf.scoring import write_format
 
+    if not is_main_process():
+        return {}  # one pass, no gradients to share: rank 0 does it all (the others would save the same files)
     reading = {"max_length": cfg.max_length, **cfg.reading}
     encoder = tokenizer.cls_token is not None and tokenizer.sep_token is not None
     if cfg.pooling == "reply_mean" and encoder:

@@ -23,6 +23,12 @@ error and traceback (state ``failed``). Readers (the studio, polling) tolerate a
 last event line; status and metrics are replaced atomically. On ``--resume`` the events after
 the checkpoint are trimmed (:meth:`RunDir.trim_events`), so no step appears twice in the plots.
 
+Under ``accelerate launch`` with several processes only the main one (rank 0) writes: the
+methods that write status, events and metrics do nothing in the others, so a trainer that
+forgets to ask cannot write the folder twice. A SIGTERM reaches every process; each sets its
+own stop request (:func:`stop_on_sigterm`) and :func:`run_callback` makes them agree at each
+step (:func:`rlhf.launch.any_process`), so all stop after the same step and none waits forever.
+
     run = RunDir.create(Path("runs"), "reward", config_dict)
     with run_guard(run) as stop:
         trainer.add_callback(RunCallback(run, stop))
@@ -46,6 +52,7 @@ from pathlib import Path
 
 import yaml
 
+from rlhf.launch import any_process, is_main_process
 from rlhf.paths import FOLDER_MODE, open_private, private_dir, write_private
 
 STATES = ("created", "running", "finished", "failed", "cancelled")
@@ -107,10 +114,13 @@ class RunDir:
 
     def set_status(self, **fields) -> dict:
         status = {**self.status(), **fields}
-        _write_json(self.status_path, status)
+        if is_main_process():  # the other processes of a launch never write the folder
+            _write_json(self.status_path, status)
         return status
 
     def append_event(self, event: dict) -> None:
+        if not is_main_process():
+            return
         line = json.dumps({"time": time.time(), **event}, default=float)
         with open_private(self.events_path, "a") as handle:
             handle.write(line + "\n")
@@ -135,7 +145,7 @@ class RunDir:
         replaced atomically, so a studio polling it never sees it half-trimmed. Returns how many
         events were dropped.
         """
-        if not self.events_path.is_file():
+        if not self.events_path.is_file() or not is_main_process():
             return 0
         kept, dropped = [], 0
         for line in self.events_path.read_text().splitlines():
@@ -168,7 +178,8 @@ class RunDir:
         return None
 
     def write_metrics(self, metrics: dict) -> None:
-        _write_json(self.metrics_path, metrics)
+        if is_main_process():
+            _write_json(self.metrics_path, metrics)
 
     def metrics(self) -> dict:
         try:
@@ -261,6 +272,17 @@ class StopRequest:
         return self._event.is_set()
 
 
+def stop_on_sigterm(stop: StopRequest) -> None:
+    """In a process of a launch other than the main one: SIGTERM sets ``stop`` instead of killing it.
+
+    The main process gets this from :func:`run_guard`; the others train with a bare StopRequest,
+    and without a handler would die mid-step while the main one waits for them. Only from the
+    main thread (Python's rule for signal handlers); a no-op in the main process.
+    """
+    if not is_main_process() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+
 @contextmanager
 def run_guard(run: RunDir, handle_sigterm: bool = True) -> Iterator[StopRequest]:
     """Mark the run running; record how it ended: finished, cancelled or failed (with traceback)."""
@@ -284,8 +306,13 @@ def run_guard(run: RunDir, handle_sigterm: bool = True) -> Iterator[StopRequest]
 
 
 def run_callback(run: RunDir, stop: StopRequest):
-    """A transformers TrainerCallback: events.jsonl at every log, stop-and-save on request."""
+    """A transformers TrainerCallback: events.jsonl at every log, stop-and-save on request.
+
+    With several processes the stop request is agreed at every step, so they all stop together.
+    """
     from transformers import TrainerCallback
+
+    stop_on_sigterm(stop)
 
     class RunCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -293,7 +320,7 @@ def run_callback(run: RunDir, stop: StopRequest):
                 run.append_event({"step": state.global_step, "epoch": state.epoch, "max_steps": state.max_steps, **logs})
 
         def on_step_end(self, args, state, control, **kwargs):
-            if stop:
+            if any_process(bool(stop)):
                 control.should_training_stop = True
                 control.should_save = True  # keep what was learned; --resume continues from it
             return control

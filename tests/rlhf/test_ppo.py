@@ -374,10 +374,11 @@ def test_reply_log_probs_match_a_full_forward_pass(registry: ModelRegistry, prom
     assert values.shape == logp.shape and entropy.shape == logp.shape
 
 
-def test_ppo_runs_in_one_process() -> None:
-    with pytest.raises(ValueError, match="one process"):
-        PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, launcher="accelerate", num_processes=2)
-    assert PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, launcher="accelerate").num_processes == 1
+def test_ppo_takes_several_processes_with_accelerate() -> None:
+    # Data parallelism (tests/rlhf/test_scale_out.py): several processes need the accelerate launcher.
+    with pytest.raises(ValueError, match="needs launcher: accelerate"):
+        PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, num_processes=2)
+    assert PPORunConfig(prompts="p.jsonl", rewards=LIKES_E, launcher="accelerate", num_processes=2).num_processes == 2
 
 
 def test_micro_batches_give_the_same_update(registry: ModelRegistry, prompts_file: Path) -> None:
