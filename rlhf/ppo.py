@@ -1413,11 +1413,12 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
     if judge_fn is not None and cfg.early_stop_patience and trainer.restore_best():
         saved_step = trainer.judge_watch.best_step
         print(f"saving the policy of step {saved_step}, the held-out judge's best, instead of step {trainer.step}", flush=True)
+    trainable = sum(t.numel() for t in trainer.trainable_state().values())  # counted before merging removes the adapters
     model = trainer.final_model()
     model.save_pretrained(run.checkpoint_dir)
     trainer.tokenizer.save_pretrained(run.checkpoint_dir)
     metrics = {"steps": trainer.step, "episodes": trainer.step * cfg.batch_size, "kl_coef": trainer.kl.value}
-    metrics["trainable_params"] = sum(t.numel() for t in trainer.trainable_state().values())
+    metrics["trainable_params"] = trainable
     for key in ("eval_reward", "eval_kl", "eval_length", "eval_judge"):
         if key in baseline:
             metrics[f"{key}_start"] = baseline[key]

@@ -174,7 +174,8 @@ def _config(path: Path, prompts: Path, **launch) -> Path:
 
 
 def _train(config: Path, runs: Path, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "STUDIO_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    # On the CPU even where a GPU is present: two processes cannot share one GPU, and this is the CI's path (gloo).
+    env = {**os.environ, "STUDIO_HOME": str(home), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "rlhf", "train", "ppo", "--config", str(config), "--runs-dir", str(runs)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
@@ -196,7 +197,7 @@ def test_two_processes_make_the_same_ppo_update_as_one(tmp_path: Path, studio_ho
         steps = [e for e in run.events() if e.get("step") == 1 and not e.get("final")]
         assert len(steps) == 1, run.events()  # rank 1 wrote no event of its own
         assert [e["step"] for e in run.events() if e.get("final")] == [1]
-        assert run.metrics()["registered_as"] == run.id
+        assert run.metrics()["registered_as"] == run.id and run.metrics()["trainable_params"] > 0
         assert "eval_reward_end" in run.metrics()  # rank 0 evaluated at the start and the end; nobody waited forever
         results[name] = (steps[0], run, done.stdout)
     one, two = results["one"][0], results["two"][0]
@@ -236,7 +237,7 @@ def test_sft_trains_in_two_processes_and_writes_one_run_folder(tmp_path: Path, s
                 "eval_fraction": 0.25, "logging_steps": 1, "save_steps": 100, "threads": 1, "launcher": "accelerate",
                 "num_processes": 2, "accelerate_config": "ddp", "register_as": "tiny-sft-2p"}  # fmt: skip
     config.write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "STUDIO_HOME": str(studio_home), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "STUDIO_HOME": str(studio_home), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "rlhf", "train", "sft", "--config", str(config), "--runs-dir", str(tmp_path / "runs")]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
