@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config import ConfigError, load_config
+from rlhf.launch import scale_out_problems
 from rlhf.modelfiles import ModelError
 from rlhf.registry import ModelRegistry
 
-RUN_KINDS = ("reward", "ppo", "sft", "dpo", "eval")
+RUN_KINDS = ("reward", "ppo", "sft", "dpo", "kto", "grpo", "rloo", "eval")
 PEEK_RECORDS = 20  # records read from the start of each data file
 
 
@@ -47,6 +48,18 @@ def config_class(kind: str) -> type:
         from rlhf.dpo import DPORunConfig
 
         return DPORunConfig
+    if kind == "kto":
+        from rlhf.kto import KTORunConfig
+
+        return KTORunConfig
+    if kind == "grpo":
+        from rlhf.online_rl import GRPORunConfig
+
+        return GRPORunConfig
+    if kind == "rloo":
+        from rlhf.online_rl import RLOORunConfig
+
+        return RLOORunConfig
     if kind == "eval":
         from rlhf.evaluation import EvalRunConfig
 
@@ -72,6 +85,12 @@ def _examples(path: str) -> None:
     read_examples(Path(path), limit=PEEK_RECORDS)
 
 
+def _kto_examples(path: str) -> None:
+    from rlhf.kto_data import read_kto_examples
+
+    read_kto_examples(Path(path), limit=PEEK_RECORDS)
+
+
 def _prompts(path: str) -> None:
     from rlhf.prompt_files import read_prompt_records
 
@@ -83,13 +102,19 @@ DATA = {
     "reward": ("data", "eval_data", _pairs, "a snapshot folder or a preference file"),
     "dpo": ("data", "eval_data", _pairs, "a snapshot folder or a preference file"),
     "sft": ("data", "eval_data", _examples, "an instruction file (dolly, alpaca, conversations or prompt/response)"),
+    "kto": ("data", "eval_data", _kto_examples, "a snapshot folder with KTO data or a file of prompt/completion/label records"),
     "ppo": ("prompts", "eval_prompts", _prompts, "a prompts file"),
+    "grpo": ("prompts", "eval_prompts", _prompts, "a prompts file"),
+    "rloo": ("prompts", "eval_prompts", _prompts, "a prompts file"),
 }
 # kind -> [(model field, kinds it may be, what it is)]
 MODELS = {
     "reward": [("base_model", ("encoder", "causal-lm", "reward-model"), "base model")],
     "sft": [("base_model", ("causal-lm",), "base model")],
     "dpo": [("policy", ("causal-lm",), "policy")],
+    "kto": [("policy", ("causal-lm",), "policy")],
+    "grpo": [("policy", ("causal-lm",), "policy")],
+    "rloo": [("policy", ("causal-lm",), "policy")],
     "ppo": [("policy", ("causal-lm",), "policy"), ("value_model", ("causal-lm", "encoder", "reward-model"), "value model")],
 }
 REWARD_MODEL_KINDS = {"model": ("reward-model",), "judge": ("causal-lm",), "similarity": ("encoder",)}
@@ -130,7 +155,7 @@ def problems(kind: str, cfg: Any, registry: ModelRegistry | None = None) -> list
             problem = _check_model(registry, model, kinds, f"{name} ({label})")
             if problem:
                 found.append(problem)
-    if kind == "ppo":
+    if kind in ("ppo", "grpo", "rloo"):
         for key in ("rewards", "heldout_judge"):
             for i, spec in enumerate(getattr(cfg, key, None) or []):
                 kinds = REWARD_MODEL_KINDS.get(spec.get("type"))
@@ -143,6 +168,7 @@ def problems(kind: str, cfg: Any, registry: ModelRegistry | None = None) -> list
             registry.check_name(cfg.register_as, replace="runs")
         except ModelError as exc:
             found.append(f"register_as: {exc}")
+    found += scale_out_problems(kind, cfg)  # DeepSpeed/FSDP without CUDA, more processes than GPUs
     return found
 
 

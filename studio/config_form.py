@@ -24,9 +24,13 @@ from typing import Any
 import gradio as gr
 
 from rlhf.config import config_from_dict
+from rlhf.launch import ACCELERATE_CONFIGS
 from studio.permissions import data_path
 
 PATH_FIELDS = ("data", "eval_data", "prompts", "eval_prompts")
+# The launch fields' dropdowns on every training screen: an accelerate config by name (recipes/accelerate);
+# a config file of one's own is named in a run.yaml on the command line.
+LAUNCH_CHOICES = {"launcher": ["python", "accelerate"], "accelerate_config": ["", *ACCELERATE_CONFIGS]}
 PROJECT_PREFIX = "project:"  # "project:NAME": a store project, exported to a file at launch
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from rlhf.dpo import DPORunConfig
+from studio.config_form import LAUNCH_CHOICES
 from studio.context import StudioContext
 from studio.reward_tab import data_choices
 from studio.run_monitor import Chart
@@ -28,7 +29,7 @@ SPEC = Spec(
     model_field="policy",
     model_label="Policy",
     main_fields=("beta", "learning_rate", "epochs", "batch_size", "max_length", "max_prompt_tokens", "register_as"),
-    choices={"loss_type": ["sigmoid", "ipo", "hinge"], "launcher": ["python", "accelerate"]},
+    choices={"loss_type": ["sigmoid", "ipo", "hinge"], **LAUNCH_CHOICES},
     charts=(Chart("Training loss", ("loss",)), Chart("Preference accuracy and margin", ("rewards/accuracies", "rewards/margins"))),
     metrics=("eval_accuracies_before", "eval_accuracies", "eval_margins", "judged_win_rate_vs_start"),
     launch_label="Launch DPO run",

@@ -16,6 +16,7 @@ import gradio as gr
 from annotations.snapshot import list_snapshots
 from rlhf.kto import KTORunConfig
 from rlhf.kto_data import PAIRS_FILE, snapshot_kto_counts
+from studio.config_form import LAUNCH_CHOICES
 from studio.context import StudioContext
 from studio.run_monitor import Chart
 from studio.training_screen import Spec, build_screen
@@ -51,7 +52,7 @@ SPEC = Spec(
     model_field="policy",
     model_label="Policy",
     main_fields=("beta", "balance_weights", "learning_rate", "epochs", "batch_size", "max_length", "max_prompt_tokens", "register_as"),
-    choices={"launcher": ["python", "accelerate"]},
+    choices={**LAUNCH_CHOICES},
     charts=(
         Chart("Training loss", ("loss",)),
         Chart("Rewards of desirable and undesirable replies", ("rewards/chosen", "rewards/rejected", "rewards/margins")),

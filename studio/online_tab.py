@@ -18,6 +18,7 @@ import gradio as gr
 from annotations.export import export_prompts
 from rlhf.online_rl import GRPO_LOSSES, GRPO_SCALING, VLLM_CHOICES, GRPORunConfig, RLOORunConfig
 from rlhf.ppo import warnings_for
+from studio.config_form import LAUNCH_CHOICES
 from studio.context import StudioContext
 from studio.run_monitor import Chart
 from studio.training_screen import Spec, build_screen
@@ -59,7 +60,7 @@ def _spec(kind: str, cfg_cls: type, intro: str, main: tuple[str, ...], choices: 
         model_field="policy",
         model_label="Policy",
         main_fields=main,
-        choices={"launcher": ["python", "accelerate"], "use_vllm": list(VLLM_CHOICES), **choices},
+        choices={**LAUNCH_CHOICES, "use_vllm": list(VLLM_CHOICES), **choices},
         charts=CHARTS,
         metrics=METRICS,
         launch_label=f"Launch {kind.upper()} run",

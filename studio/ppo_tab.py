@@ -24,10 +24,11 @@ import pandas as pd
 
 from annotations.store import StoreError
 from rlhf.config import ConfigError, config_yaml
+from rlhf.launch import command_preview
 from rlhf.modelfiles import ModelError
 from rlhf.ppo import PPORunConfig, warnings_for
 from rlhf.registry import DEFAULT_CHAT_MODEL
-from studio.config_form import build_form, confine_config, confine_paths, form_config, not_ready, prompts_file
+from studio.config_form import LAUNCH_CHOICES, build_form, confine_config, confine_paths, form_config, not_ready, prompts_file
 from studio.context import StudioContext
 from studio.permissions import TRAIN, allowed, current_user, data_path, require
 from studio.render import UserError
@@ -110,7 +111,7 @@ def preview(ctx: StudioContext, prompts: str | None, policy: str | None, rewards
     note = ""
     if cfg.prompts.startswith(PROJECT_PREFIX):
         note = f"\n\nAt launch the project's prompts are exported to a JSONL file under `{ctx.launcher.root}`; the config names it."
-    command = f"rlhf-studio train ppo --config run.yaml --runs-dir {ctx.launcher.root}"
+    command = command_preview("ppo", cfg, ctx.launcher.root)
     return config_yaml(cfg), f"Save the config as `run.yaml`, then the same run from a terminal is:\n\n```\n{command}\n```{note}"
 
 
@@ -154,7 +155,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     elem_id="ppo-prompts",
                 )
                 pickers = build_pickers(ctx, KIND, early_stop=True)
-                choices = {"method": ["lora", "top_layers"], "launcher": ["python", "accelerate"]}
+                choices = {"method": ["lora", "top_layers"], **LAUNCH_CHOICES}
                 all_fields = {f.name for f in dataclasses.fields(PPORunConfig)}
                 main = build_form(PPORunConfig, choices, skip=SPECIAL_FIELDS | (all_fields - set(MAIN_FIELDS)))
                 with gr.Accordion("More settings", open=False):

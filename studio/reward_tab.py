@@ -19,9 +19,10 @@ import gradio as gr
 
 from annotations.snapshot import list_snapshots
 from rlhf.config import ConfigError, config_yaml
+from rlhf.launch import command_preview
 from rlhf.modelfiles import ModelError
 from rlhf.reward import RewardRunConfig
-from studio.config_form import build_form, confine_config, confine_paths, form_config, not_ready
+from studio.config_form import LAUNCH_CHOICES, build_form, confine_config, confine_paths, form_config, not_ready
 from studio.context import StudioContext
 from studio.permissions import TRAIN, allowed, current_user, data_path, require
 from studio.render import UserError
@@ -83,7 +84,7 @@ def preview(ctx: StudioContext, data: str | None, base_model: str | None, settin
         cfg = make_config(ctx, data, base_model, settings)
     except (ValueError, gr.Error) as exc:
         return f"# not ready: {not_ready(exc)}\n", ""
-    command = f"rlhf-studio train reward --config run.yaml --runs-dir {ctx.launcher.root}"
+    command = command_preview("reward", cfg, ctx.launcher.root)
     return config_yaml(cfg), f"Save the config as `run.yaml`, then the same run from a terminal is:\n\n```\n{command}\n```"
 
 
@@ -147,7 +148,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     "method": ["head", "full", "lora"],
                     "prompt_format": ["chat", "transcript"],
                     "pooling": ["auto", "mean", "cls", "reply_mean"],
-                    "launcher": ["python", "accelerate"],
+                    **LAUNCH_CHOICES,
                 }
                 main = build_form(RewardRunConfig, choices, skip=SPECIAL_FIELDS | (set(_all_fields()) - set(MAIN_FIELDS)))
                 with gr.Accordion("More settings", open=False):

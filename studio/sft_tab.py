@@ -12,6 +12,7 @@ import gradio as gr
 
 from annotations.export import export_best_replies
 from rlhf.sft import METHODS, SFTRunConfig
+from studio.config_form import LAUNCH_CHOICES
 from studio.context import StudioContext
 from studio.run_monitor import Chart
 from studio.training_screen import Spec, build_screen, project_choices
@@ -29,7 +30,7 @@ SPEC = Spec(
     model_field="base_model",
     model_label="Base model",
     main_fields=("method", "learning_rate", "epochs", "batch_size", "max_length", "register_as"),
-    choices={"method": list(METHODS), "launcher": ["python", "accelerate"]},
+    choices={"method": list(METHODS), **LAUNCH_CHOICES},
     charts=(Chart("Training loss", ("loss",)), Chart("Held-out loss", ("eval_loss",)), Chart("Held-out perplexity", ("eval_perplexity",))),
     metrics=("eval_loss_before", "eval_loss", "eval_perplexity", "trainable_params"),
     launch_label="Launch SFT run",

@@ -24,6 +24,7 @@ import pandas as pd
 
 from annotations.store import StoreError
 from rlhf.config import ConfigError, config_yaml
+from rlhf.launch import command_preview
 from rlhf.modelfiles import ModelError
 from rlhf.paths import private_dir
 from studio.config_form import PROJECT_PREFIX, build_form, confine_config, confine_paths, form_config, not_ready
@@ -125,7 +126,7 @@ def preview(ctx: StudioContext, spec: Spec, data: str | None, model: str | None,
         cfg = make_config(ctx, spec, data, model, settings)
     except (ValueError, gr.Error) as exc:
         return f"# not ready: {not_ready(exc)}\n", ""
-    command = f"rlhf-studio train {spec.kind} --config run.yaml --runs-dir {ctx.launcher.root}"
+    command = command_preview(spec.kind, cfg, ctx.launcher.root)
     note = (
         "\n\nAt launch the project's data is exported to a JSONL file; the config names it."
         if (data or "").startswith(PROJECT_PREFIX)
