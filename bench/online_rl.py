@@ -15,11 +15,13 @@ after ``--minutes`` (it stops at the next step boundary and saves). Measured per
 
 - episodes per second: replies generated and trained on, over the run's wall time;
 - peak memory: the largest resident set of the trainer's process tree (sampled every 0.2 s);
-- reward gain and KL: the run's own held-out figures (``eval_reward_gain`` on held-out prompts
-  from A, ``eval_kl_end`` nats per reply);
+- reward gain: the training reward model's (``learning-rm-a``) mean score on the replies to C's
+  prompts less the base's, with a paired bootstrap 95% interval: measured after training, the same
+  way for every trainer (a run stopped by the clock skips its own final held-out evaluation);
+- KL(policy || base): on the policy's own replies to C's prompts (nats per reply);
 - the judged win rate against the base on C's prompts by ``learning-rm-b`` (``eval compare``,
   the same sampling for every model), with its bootstrap 95% interval, the length-controlled
-  rate and the mean reply length beside it, and KL(policy || base) on the policy's own replies.
+  rate and the mean reply length beside it.
 
 Writes bench/results/online_rl.json.
 """
@@ -108,6 +110,37 @@ def summarise(kind: str, run: Path, seconds: float) -> dict:
     return out
 
 
+def reward_gains(rows: list[dict], model: str, registry, resamples: int = 2000) -> dict[str, dict]:
+    """Each contender's mean training-reward-model score on C's prompts less the base's, with a paired bootstrap 95% interval.
+
+    The same replies the judge read, scored by the reward model the policies were trained against: what
+    each trainer gained on the reward it optimised, on prompts none of them saw, measured the same way for all.
+    """
+    import random
+
+    from rlhf.rewards import build_reward
+
+    reward = build_reward([{"type": "model", "model": model}], registry)
+    by: dict[str, dict[int, float]] = {}
+    for label in dict.fromkeys(r["contender"] for r in rows):
+        mine = sorted((r for r in rows if r["contender"] == label), key=lambda r: r["prompt_index"])
+        scores, _ = reward([r["prompt"] for r in mine], [r["reply"] for r in mine])
+        by[label] = {r["prompt_index"]: s for r, s in zip(mine, scores, strict=True)}
+    base = by["base"]
+    out = {}
+    rng = random.Random(0)
+    for label, scores in by.items():
+        diffs = [scores[k] - base[k] for k in scores if k in base]
+        means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
+        out[label] = {
+            "gain": sum(diffs) / len(diffs),
+            "low": means[int(0.025 * resamples)],
+            "high": means[int(0.975 * resamples) - 1],
+            "mean": sum(scores.values()) / len(scores),
+        }
+    return out
+
+
 def reward_models(registry, args) -> tuple[str, str]:
     """bench.learning's two reward models, trained here with its recipe when they are missing."""
     names = ("learning-rm-a", "learning-rm-b")
@@ -193,8 +226,8 @@ def main() -> None:
         contenders.append({"model": entry.name, "label": kind})
         print(
             f"{kind}: {figures['steps']} steps, {figures['episodes']} episodes in {ran['seconds']:.0f} s "
-            f"({figures['episodes_per_second']} /s), peak {ran['peak_rss_mb']} MB, held-out reward gain {figures['eval_reward_gain']}, "
-            f"KL {figures['eval_kl_end']}",
+            f"({figures['episodes_per_second']} /s), peak {ran['peak_rss_mb']} MB, batch reward {figures['train_reward_first']} -> "
+            f"{figures['train_reward_last']}, KL {figures['train_kl_last']}",
             flush=True,
         )
 
@@ -211,21 +244,25 @@ def main() -> None:
     )
     rows: list[dict] = []
     judged = compare(cfg, registry, write_replies=rows.extend)
+    (WORK / "online-replies.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gains = reward_gains(rows, rm_a, registry)
     prompts = [json.loads(line)["messages"] for line in prompts_c.read_text().splitlines()][: args.eval_prompts]
     base_rows = [r for r in rows if r["contender"] == "base"]
     base_tokens = sum(r["tokens"] for r in base_rows) / max(1, len(base_rows))
     results["base"] = {"mean_tokens": base_tokens}
-    print(f"\n{'TRAINER':8} {'EPISODES/S':>10} {'PEAK MB':>8} {'GAIN':>7} {'KL':>6}  WIN RATE vs BASE [95%]  LC    TOKENS (base)  KL(own)")
+    print(f"\n{'TRAINER':8} {'EPISODES/S':>10} {'PEAK MB':>8} {'RM-A GAIN [95%]':>22}  WIN RATE vs BASE [95%]  LC    TOKENS (base)  KL")
     for row in judged["contenders"]:
         kind = row["contender"]
         model = next(c["model"] for c in contenders if c["label"] == kind)
         replies = [r["reply"] for r in sorted((r for r in rows if r["contender"] == kind), key=lambda r: r["prompt_index"])]
         kl = reply_kl(model, "smollm2-135m-instruct", prompts, replies, registry)
         results[kind]["judged"] = {**row, **kl, "length_ratio": row["mean_tokens"] / max(base_tokens, 1e-9)}
-        r = results[kind]
+        results[kind]["training_reward_gain_c"] = gains[kind]
+        r, g = results[kind], gains[kind]
         print(
-            f"{kind:8} {r['episodes_per_second'] or 0:>10.3f} {r['peak_rss_mb']:>8} {r['eval_reward_gain'] or 0:>7.3f} "
-            f"{r['eval_kl_end'] or 0:>6.2f}  {row['win_rate']:.2f} [{row['win_rate_low']:.2f}, {row['win_rate_high']:.2f}]"
+            f"{kind:8} {r['episodes_per_second'] or 0:>10.3f} {r['peak_rss_mb']:>8} "
+            f"{g['gain']:>7.3f} [{g['low']:.3f}, {g['high']:.3f}]  "
+            f"{row['win_rate']:.2f} [{row['win_rate_low']:.2f}, {row['win_rate_high']:.2f}]"
             f"       {row['lc_win_rate']:.2f}  {row['mean_tokens']:>5.0f} ({base_tokens:.0f})  {kl['kl_mean']:.2f}",
             flush=True,
         )
