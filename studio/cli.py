@@ -132,11 +132,20 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             since=args.since,
             until=args.until,
             annotators=args.annotator,
+            kto=args.kto or bool(args.kto_model or args.kto_surface),
+            kto_models=args.kto_model,
+            kto_surfaces=args.kto_surface,
         )
     c = info.counts
     state = "unchanged since" if info.reused else "new"
     print(f"{state} snapshot {info.id}: {c['pairs']} pairs from {c['rankings']} rankings", end=" ")
     print(f"of {c['prompts']} prompts by {c['annotators']} annotators")
+    if "kto" in info.manifest:
+        k = info.manifest["kto"]["counts"]
+        print(
+            f"KTO data: {k['desirable']} desirable, {k['undesirable']} undesirable replies "
+            f"({k['from_thumbs']} from thumbs, {k['from_rankings']} from rankings; the rule is in manifest.json)"
+        )
     print(f"folder: {info.folder}")
     return 0
 
@@ -206,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Freeze submitted rankings into an immutable snapshot folder: preference.parquet "
         "(prompt/chosen/rejected), preference_conversational.parquet and manifest.json. Strategies: "
         "all_pairs (every two replies with different ranks), best_vs_rest (the best against each worse "
-        "reply), adjacent (each rank level against the next).",
+        "reply), adjacent (each rank level against the next). With --kto also kto.parquet (prompt/completion/label) for KTO.",
     )
     p.add_argument("--project", metavar="NAME", help="only this project (default: all)")
     p.add_argument("--strategy", default="all_pairs", choices=["all_pairs", "best_vs_rest", "adjacent"])
@@ -218,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="ISO-TIME", help="only rankings submitted at or after this time")
     p.add_argument("--until", metavar="ISO-TIME", help="only rankings submitted before this time")
     p.add_argument("--annotator", action="append", metavar="NAME", help="only these annotators (repeatable)")
+    p.add_argument(
+        "--kto",
+        action="store_true",
+        help="also write kto.parquet for `train kto`: every thumbs up/down (desirable / undesirable) and the rankings "
+        "converted (best rank desirable, worst undesirable, the rule in manifest.json)",
+    )
+    p.add_argument("--kto-model", action="append", metavar="NAME", help="with --kto: only thumbs on this model's replies (repeatable)")
+    p.add_argument(
+        "--kto-surface", action="append", choices=["chat", "lab", "arena"], help="with --kto: only thumbs given there (repeatable)"
+    )
     p.add_argument("--out", metavar="DIR", help="snapshots folder (default: snapshots/ beside the database)")
     p.add_argument("--db", help=db_help)
     p.add_argument("--create", action="store_true", help=CREATE_HELP)

@@ -39,6 +39,16 @@ def test_projects_import_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert folder.parent == tmp_path / "snapshots" and (folder / "manifest.json").is_file()
     assert main(["snapshot", "--project", "prefs", "--db", db, "--margin"]) == 0
     assert "unchanged since snapshot" in capsys.readouterr().out
+    # --kto: each pairwise ranking's better reply desirable, the worse undesirable (no thumbs given yet)
+    assert main(["snapshot", "--project", "prefs", "--db", db, "--kto"]) == 0
+    out = capsys.readouterr().out
+    assert "new snapshot" in out and "KTO data: 5 desirable, 5 undesirable replies (0 from thumbs, 10 from rankings" in out
+    kto_folder = Path(out.split("folder: ")[1].strip())
+    from rlhf.kto_data import read_kto_examples
+
+    examples = read_kto_examples(kto_folder)
+    assert sorted(e.label for e in examples) == [False] * 5 + [True] * 5
+    assert {(e.completion, e.label) for e in examples} >= {(PAIRS[0]["chosen"], True), (PAIRS[0]["rejected"], False)}
 
 
 def test_bad_import_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
