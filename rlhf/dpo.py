@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
-from rlhf.launch import CheckFields, LaunchFields, is_main_process
+from rlhf.launch import CheckFields, LaunchFields, init_distributed, is_main_process, world_size
 from rlhf.preference_data import Pair, last_turns, read_split, transcript_messages
 
 
@@ -218,7 +218,8 @@ def train_dpo(cfg: DPORunConfig, run, stop, registry=None, resume: bool = False)
     registry = registry or ModelRegistry()
     train_pairs, eval_pairs = read_split(cfg.data, cfg.eval_data, cfg.eval_fraction, cfg.seed, cfg.skip_invalid)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_causal_lm(cfg.policy, registry, dtype=torch.float32)
+    # several processes: each loads onto its own GPU (cuda:LOCAL_RANK), not all onto GPU 0
+    model, tokenizer = load_causal_lm(cfg.policy, registry, device=init_distributed() if world_size() > 1 else None, dtype=torch.float32)
     tokenizer.padding_side = "right"  # training batches; generation is not done here
     names = {n.split(".")[-1] for n, _ in model.named_modules()}
     targets = [t for t in ("q_proj", "k_proj", "v_proj", "o_proj") if t in names] or None

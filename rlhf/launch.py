@@ -55,7 +55,8 @@ class LaunchFields:
         metadata={
             "help": "with launcher accelerate: accelerate's config file, a name from recipes/accelerate (one-gpu, ddp, zero2, "
             "zero3, fsdp) or the path of your own (accelerate config writes one); empty = accelerate's defaults. "
-            "zero2/zero3 need CUDA and the deepspeed package, fsdp needs CUDA; PPO takes one-gpu or ddp"
+            "zero2 needs CUDA and the deepspeed package; zero3 and fsdp (sharded weights) are refused until the trainers "
+            "save sharded models; PPO takes one-gpu or ddp"
         },
     )
     threads: int = field(
@@ -129,6 +130,17 @@ def distributed_type(path: Path) -> str:
     return str(getattr(kind, "value", kind))
 
 
+def parameters_sharded(path: Path) -> bool:
+    """True for an accelerate config that splits the weights themselves across processes (ZeRO-3, FSDP)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    kind = str(getattr(config.distributed_type, "value", config.distributed_type))
+    if kind == "FSDP":
+        return True
+    return kind == "DEEPSPEED" and int((config.deepspeed_config or {}).get("zero_stage", 0)) == 3
+
+
 def scale_out_problems(kind: str, cfg: Any) -> list[str]:
     """Why this machine cannot launch the config as asked (empty when it can); for rlhf.preflight.
 
@@ -174,6 +186,15 @@ def scale_out_problems(kind: str, cfg: Any) -> list[str]:
             found.append(
                 f"accelerate_config {name} shards the model with {engine}; PPO averages its gradients across processes itself "
                 "(data parallelism): use ddp, or one-gpu for one process"
+            )
+        elif parameters_sharded(path):
+            # The studio's trainers evaluate, merge the LoRA adapters and save on rank 0 alone, after the other
+            # ranks have left: with sharded parameters rank 0 holds a slice of each weight, so that forward pass
+            # would wait for ranks that are gone and the merge would save partial tensors.
+            found.append(
+                f"accelerate_config {name} shards the parameters ({engine}), and the studio's trainers still evaluate and save "
+                "the merged model on rank 0 alone, which needs whole weights; use zero2 (optimizer state and gradients "
+                "sharded, whole weights on each GPU) or ddp"
             )
     elif dist_type == "NO" and n > 1:
         found.append(f"accelerate_config {name} runs one process; for num_processes {n} use ddp (or a DeepSpeed/FSDP config)")
@@ -239,7 +260,9 @@ def training_processes(launcher_pid: int) -> list[int]:
         found = []
         for proc in psutil.Process(launcher_pid).children(recursive=True):
             try:
-                if proc.cmdline()[1:3] == ["-m", "rlhf"]:
+                # accelerate's own launch runs `python -m rlhf ...`; torchrun's (several processes) `python -u -m rlhf ...`
+                args = proc.cmdline()
+                if any(args[i : i + 2] == ["-m", "rlhf"] for i in range(1, len(args) - 1)):
                     found.append(proc.pid)
             except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
                 continue

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhf.launch import CheckFields, LaunchFields, is_main_process
-from rlhf.rewards import RewardSpecError, check_specs
+from rlhf.launch import CheckFields, LaunchFields, init_distributed, is_main_process, world_size
+from rlhf.rewards import CombinedReward, RewardSpecError, check_specs
 
 VLLM_CHOICES = ("auto", "on", "off")
 GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
@@ -330,13 +330,16 @@ class SourceReward:
         return scores
 
 
-def reward_functions(specs: list[dict], registry, tokenizer, max_new_tokens: int, device=None) -> tuple[list[SourceReward], RewardBank]:
-    """One trl reward function per source of ``specs`` (loaded by :func:`rlhf.rewards.build_reward`), and their bank."""
+def reward_functions(
+    specs: list[dict], registry, tokenizer, max_new_tokens: int, device=None
+) -> tuple[list[SourceReward], RewardBank, CombinedReward]:
+    """One trl reward function per source of ``specs`` (loaded by :func:`rlhf.rewards.build_reward`), their bank,
+    and the same sources combined (for the held-out evaluation: each model is loaded once)."""
     from rlhf.rewards import build_reward
 
     combined = build_reward(specs, registry, device)
     bank = RewardBank([w for _, w, _ in combined.sources], tokenizer, max_new_tokens)
-    return [SourceReward(name, source, bank, i) for i, (name, _, source) in enumerate(combined.sources)], bank
+    return [SourceReward(name, source, bank, i) for i, (name, _, source) in enumerate(combined.sources)], bank, combined
 
 
 # -- diagnostics under the studio's names ---------------------------------------------------------
@@ -535,15 +538,17 @@ def _train_online(kind: str, cfg: OnlineRunConfig, run, stop, registry=None, res
     registry = registry or ModelRegistry()
     train_records, eval_records = _records(cfg)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_causal_lm(cfg.policy, registry, dtype=torch.float32)
+    # Under a launch of several processes, join the group first: each process's models then go to its own
+    # GPU (cuda:LOCAL_RANK), not all to GPU 0.
+    device = init_distributed() if world_size() > 1 else None
+    model, tokenizer = load_causal_lm(cfg.policy, registry, device=device, dtype=torch.float32)
     if hasattr(model, "peft_config"):  # an adapter checkpoint (e.g. from SFT): trl takes a plain model and our LoRA
         model = model.merge_and_unload()
-    funcs, bank = reward_functions(cfg.rewards, registry, tokenizer, cfg.max_new_tokens)
+    funcs, bank, reward_fn = reward_functions(cfg.rewards, registry, tokenizer, cfg.max_new_tokens, device=device)
     names = [f.__name__ for f in funcs]
     weights = [float(spec.get("weight", 1.0)) for spec in cfg.rewards]
-    # Built once; they score the held-out replies only and never reach the policy's update.
-    reward_fn = build_reward(cfg.rewards, registry)
-    judge_fn = build_reward(cfg.heldout_judge, registry) if cfg.heldout_judge else None
+    # The judge scores the held-out replies only (rank 0 evaluates) and never reaches the policy's update.
+    judge_fn = build_reward(cfg.heldout_judge, registry, device) if cfg.heldout_judge and is_main_process() else None
     judge_warnings = heldout_judge_warnings(cfg.rewards, cfg.heldout_judge, registry)
     for warning in judge_warnings:
         print(f"warning: {warning}", flush=True)
@@ -628,7 +633,9 @@ def _train_online(kind: str, cfg: OnlineRunConfig, run, stop, registry=None, res
     if final:
         run.append_event({"step": step, "max_steps": trainer.state.max_steps, **final})
 
-    metrics: dict = {"steps": step, "episodes": step * cfg.batch_size * cfg.num_processes, "train_prompts": len(train_records)}
+    # trl reuses each batch of replies for num_iterations steps
+    episodes = step * cfg.batch_size * cfg.num_processes // cfg.num_iterations
+    metrics: dict = {"steps": step, "episodes": episodes, "train_prompts": len(train_records)}
     metrics["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     for key in ("eval_reward", "eval_kl", "eval_length", "eval_judge"):
         if key in baseline:

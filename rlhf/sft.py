@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhf.instruction_data import Example, read_examples
-from rlhf.launch import LaunchFields, is_main_process
+from rlhf.launch import LaunchFields, init_distributed, is_main_process, world_size
 
 METHODS = ("lora", "prefix", "prompt", "ia3", "full")
 
@@ -158,7 +158,9 @@ def train_sft(cfg: SFTRunConfig, run, stop, registry=None, resume: bool = False)
         train_ex, eval_ex = split_examples(examples, cfg.eval_fraction, cfg.seed)
     folder = registry.resolve(cfg.base_model)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_causal_lm(cfg.base_model, registry, dtype=torch.float32)
+    # several processes: each loads onto its own GPU (cuda:LOCAL_RANK), not all onto GPU 0
+    device = init_distributed() if world_size() > 1 else None
+    model, tokenizer = load_causal_lm(cfg.base_model, registry, device=device, dtype=torch.float32)
     model.train()
     peft_config = peft_config_for(cfg, model, folder)
     if peft_config is not None:

@@ -71,6 +71,10 @@ def test_what_this_machine_cannot_launch_is_named(tmp_path: Path) -> None:
     assert "needs CUDA GPUs" in problems(accelerate_config="zero2") and "DeepSpeed" in problems(accelerate_config="zero2")
     assert "FSDP, which needs CUDA" in problems(accelerate_config="fsdp")
     assert "PPO averages its gradients" in problems("ppo", accelerate_config="zero3")
+    # the trl kinds evaluate and save the merged model on rank 0 alone: sharded weights are refused, zero2 is not
+    for name, engine in (("zero3", "DeepSpeed"), ("fsdp", "FSDP")):
+        assert f"shards the parameters ({engine})" in problems("grpo", accelerate_config=name), name
+    assert "shards the parameters" not in problems("grpo", accelerate_config="zero2")
     assert "runs one process; for num_processes 2 use ddp" in problems(num_processes=2, accelerate_config="one-gpu")
     bad = tmp_path / "bad.yaml"
     bad.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\nnot_an_accelerate_key: 1\n")
@@ -252,3 +256,36 @@ def test_sft_trains_in_two_processes_and_writes_one_run_folder(tmp_path: Path, s
     metrics = run.metrics()
     assert metrics["eval_loss"] < metrics["eval_loss_before"]  # it learnt the answers
     assert ModelRegistry().get("tiny-sft-2p").kind == "causal-lm"
+
+
+def test_cancel_finds_the_training_processes_under_either_launcher(tmp_path: Path) -> None:
+    """accelerate's single-process launch runs `python -m rlhf`, torchrun's `python -u -m rlhf`: both are found."""
+    import subprocess
+    import sys
+    import time
+
+    from rlhf.launch import training_processes
+
+    script = tmp_path / "rlhf"
+    script.mkdir()
+    (script / "__main__.py").write_text("import time\ntime.sleep(30)\n")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; "
+         "a = subprocess.Popen([sys.executable, '-m', 'rlhf']); b = subprocess.Popen([sys.executable, '-u', '-m', 'rlhf']); "
+         "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        found: list[int] = []
+        for _ in range(100):
+            found = training_processes(parent.pid)
+            if len(found) == 2:
+                break
+            time.sleep(0.1)
+        assert len(found) == 2  # the two `-m rlhf` children, not the plain one
+    finally:
+        import psutil
+
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
