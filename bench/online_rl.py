@@ -211,6 +211,8 @@ def main() -> None:
         recipe = load_config(cls, ROOT / "recipes" / RECIPES[kind])
         names = {f.name for f in dataclasses.fields(cls)}
         changes = {k: v for k, v in {**shared, **per_kind[kind]}.items() if k in names}
+        if f"online-{kind}" in registry.names():  # an earlier run of this bench: its model is replaced
+            registry.remove(f"online-{kind}")
         cfg = dataclasses.replace(recipe, **changes, register_as=f"online-{kind}")
         path = save_config(cfg, WORK / f"online-{kind}.yaml")
         shown = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "rewards")
