@@ -516,7 +516,8 @@ def warnings_for(events: list[dict], cfg_target_kl: float | None = None, max_new
     recent_kl = [e["kl"] for e in steps[-3:]]
     if min(recent_kl) > 3 * target or not all(math.isfinite(k) for k in recent_kl):
         out.append(
-            f"KL is running away: {last['kl']:.2f} nats per reply against a target of {target:g}. Raise kl_coef or lower the learning rate."
+            f"KL is running away: {last['kl']:.2f} nats per reply against a target of {target:g}. "
+            "Raise kl_coef (beta for GRPO / RLOO) or lower the learning rate."
         )
     if last.get("reply_length", 1) < 2:
         out.append("Replies have collapsed to (almost) nothing: the reward may favour empty replies.")
