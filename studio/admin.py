@@ -530,7 +530,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
                     snap_ties = gr.Checkbox(label="Keep ties (margin 0)")
                     snap_margin = gr.Checkbox(label="Margin column")
                 with gr.Row():
-                    snap_kto = gr.Checkbox(label="Include KTO data (thumbs, and rankings: best = desirable, worst = undesirable)")
+                    snap_kto = gr.Checkbox(
+                        label="Include KTO data (thumbs, and rankings: best = desirable, worst = undesirable)",
+                        info="the project, time and annotator filters apply to the rankings; thumbs are chosen by model and screen only",
+                    )
                     snap_kto_models = gr.Dropdown(
                         choices=[],
                         multiselect=True,
