@@ -165,6 +165,10 @@ def launch(ctx: StudioContext, blocks: gr.Blocks, host: str, port: int, share: b
         footer_links=["api", "settings"],
         prevent_thread_lock=not block,
         quiet=not block,
+        # Gradio then asks the server it has just started for its page, once, with a 3 s timeout, and
+        # aborts a server that runs fine when the machine is too busy to answer in time (seen in CI
+        # with training beside it). The studio listens on the address it was given; no check needed.
+        _frontend=False,
     )
     return url
 
