@@ -146,13 +146,25 @@ def record_feedback(store: Store, user: str, shown: ShownReply, verdict: int) ->
             return "stored"
         if (row[1], row[2], row[3]) == (verdict, shown.reply, shown.prompt):
             return "unchanged"
-        # The same key with other text: a reply thumbed while it streamed, then finished. The row
-        # keeps the reply as it was shown at the latest click.
+        # The same key with other text: a reply thumbed while it streamed, clicked again later (the
+        # end of the stream also brings the row up to date, finish_reply).
         cur.execute(
             "UPDATE feedback SET verdict = ?, reply = ?, prompt = ?, settings = ?, updated = current_timestamp WHERE id = ?",
             [verdict, shown.reply, shown.prompt, settings, row[0]],
         )
         return "changed"
+
+
+def finish_reply(store: Store, key: str, reply: str) -> int:
+    """A streamed reply has ended: every verdict given on it while it streamed now holds its whole text.
+
+    A thumb clicked mid-stream stored the text shown at that moment; KTO must learn from the reply the
+    model gave. Nothing is written when no verdict names ``key`` (the usual case). Returns the rows updated.
+    """
+    if not store.query("SELECT 1 FROM feedback WHERE reply_key = ? AND reply <> ? LIMIT 1", [key, reply]):
+        return 0
+    with store.transaction() as cur:
+        return cur.execute("UPDATE feedback SET reply = ? WHERE reply_key = ? AND reply <> ?", [reply, key, reply]).fetchone()[0]
 
 
 def clear_feedback(store: Store, user: str, key: str) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import asdict
 
 import gradio as gr
 
-from annotations.feedback import ShownReply, clear_feedback, my_verdicts, new_key, prompt_text, record_feedback
+from annotations.feedback import ShownReply, clear_feedback, finish_reply, my_verdicts, new_key, prompt_text, record_feedback
 from annotations.importers import prompt_from_messages
 from annotations.limits import Limits
 from annotations.store import ReplyRecord, StoreError
@@ -96,6 +96,8 @@ def stream_reply(
     for text in engine.stream(conversation, params, system=system.strip() or None, info=info):
         reply["content"] = text
         yield shown
+    # A thumb given while the reply streamed stored the text shown then: it now gets the whole reply.
+    finish_reply(ctx.store, reply[SHOWN]["key"], reply["content"])
     if info.get("truncated_tokens"):
         # The model never saw the start of a conversation longer than its context: say so.
         warn(

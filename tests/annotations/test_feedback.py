@@ -15,6 +15,7 @@ from annotations.feedback import (
     ShownReply,
     clear_feedback,
     feedback_counts,
+    finish_reply,
     kto_ranking_rows,
     kto_thumb_rows,
     my_verdicts,
@@ -56,6 +57,18 @@ def test_one_verdict_per_user_and_reply_changeable_and_clearable(store: Store, p
     assert clear_feedback(store, "ana", shown.key) and not clear_feedback(store, "ana", shown.key)
     assert my_verdicts(store, "ana") == {}
     assert record_feedback(store, "ana", shown, 1) == "stored"  # after clearing, a new verdict
+
+
+def test_a_thumb_given_mid_stream_gets_the_whole_reply_when_it_ends(store: Store, people) -> None:
+    partial = _shown("The capi")
+    record_feedback(store, "ana", partial, 1)
+    other = _shown("Lyon.")
+    record_feedback(store, "bob", other, -1)
+    assert finish_reply(store, partial.key, "The capital of France is Paris.") == 1
+    assert store.query("SELECT reply, verdict FROM feedback WHERE reply_key = ?", [partial.key]) == [("The capital of France is Paris.", 1)]
+    assert store.query("SELECT reply FROM feedback WHERE reply_key = ?", [other.key]) == [("Lyon.",)]  # another reply untouched
+    assert finish_reply(store, partial.key, "The capital of France is Paris.") == 0  # nothing to change: nothing written
+    assert finish_reply(store, new_key("chat"), "never thumbed") == 0
 
 
 def test_a_second_user_has_a_separate_verdict(store: Store, people) -> None:
