@@ -35,7 +35,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rlhf.launch import CheckFields, LaunchFields, init_distributed, is_main_process, world_size
 from rlhf.rewards import CombinedReward, RewardSpecError, check_specs
@@ -465,33 +464,6 @@ def _dataset(records: list, system: str | None):
     return Dataset.from_list(rows)
 
 
-def _records(cfg: OnlineRunConfig) -> tuple[list, list]:
-    from rlhf.ppo import REFERENCE_FIELDS, _split, read_prompts
-
-    if not cfg.prompts:
-        raise ValueError("the config needs 'prompts': a prompts file")
-    records = read_prompts(Path(cfg.prompts))
-    if cfg.eval_prompts:
-        train, held = records, read_prompts(Path(cfg.eval_prompts))
-    else:
-        train, held = _split(records, cfg.eval_fraction, cfg.seed)
-    if not train:
-        raise ValueError(f"{cfg.prompts} has no training prompts")
-    if not held and cfg.heldout_judge:
-        raise ValueError(
-            f"heldout_judge scores held-out replies, and {cfg.prompts} leaves none at eval_fraction {cfg.eval_fraction}: "
-            "raise eval_fraction or give eval_prompts"
-        )
-    if any(spec["type"] == "similarity" for spec in cfg.rewards + cfg.heldout_judge):
-        missing = sum(ref is None for _, ref in train + held)
-        if missing:
-            raise ValueError(
-                f"a similarity reward needs a reference answer for every prompt; {missing} prompt(s) in {cfg.prompts} have none "
-                f"(give each record a {' / '.join(REFERENCE_FIELDS)} field, or drop the similarity source)"
-            )
-    return train, held
-
-
 def _trainer_args(cfg: OnlineRunConfig, run, weights: list[float]) -> dict:
     """The arguments GRPOConfig and RLOOConfig share."""
     import torch
@@ -529,14 +501,14 @@ def _train_online(kind: str, cfg: OnlineRunConfig, run, stop, registry=None, res
     from transformers import TrainerCallback
 
     from rlhf.loading import load_causal_lm
-    from rlhf.ppo import heldout_judge_warnings
+    from rlhf.ppo import heldout_judge_warnings, prompt_records
     from rlhf.registry import ModelRegistry
     from rlhf.results import publish
     from rlhf.rewards import build_reward
     from rlhf.runs import run_callback
 
     registry = registry or ModelRegistry()
-    train_records, eval_records = _records(cfg)
+    train_records, eval_records = prompt_records(cfg)
     torch.manual_seed(cfg.seed)
     # Under a launch of several processes, join the group first: each process's models then go to its own
     # GPU (cuda:LOCAL_RANK), not all to GPU 0.

@@ -1277,13 +1277,12 @@ def _split(items: list, fraction: float, seed: int) -> tuple[list, list]:
     return [items[i] for i in order[n_eval:]], [items[i] for i in order[:n_eval]]
 
 
-def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False) -> dict:
-    """Train, evaluate, save and register; returns the metrics (also in run/metrics.json)."""
-    from rlhf.registry import ModelRegistry
-    from rlhf.results import publish
-    from rlhf.rewards import build_reward
+def prompt_records(cfg) -> tuple[list, list]:
+    """The training and held-out (prompt, reference) records of an online run's config (PPO, GRPO, RLOO).
 
-    registry = registry or ModelRegistry()
+    ``eval_prompts`` or a seeded ``eval_fraction`` split; ValueError when there is nothing to train on,
+    when a held-out judge would have no held-out prompts, or when a similarity reward lacks references.
+    """
     if not cfg.prompts:
         raise ValueError("the config needs 'prompts': a prompts file")
     records = read_prompts(Path(cfg.prompts))
@@ -1305,6 +1304,17 @@ def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False)
                 f"a similarity reward needs a reference answer for every prompt; {missing} prompt(s) in {cfg.prompts} have none "
                 f"(give each record a {' / '.join(REFERENCE_FIELDS)} field, or drop the similarity source)"
             )
+    return train_records, eval_records
+
+
+def train_ppo(cfg: PPORunConfig, run, stop, registry=None, resume: bool = False) -> dict:
+    """Train, evaluate, save and register; returns the metrics (also in run/metrics.json)."""
+    from rlhf.registry import ModelRegistry
+    from rlhf.results import publish
+    from rlhf.rewards import build_reward
+
+    registry = registry or ModelRegistry()
+    train_records, eval_records = prompt_records(cfg)
     # With several processes: join their group first, so the reward models land on this process's GPU.
     device = init_distributed() if world_size() > 1 else None
     main = is_main_process()
